@@ -1,0 +1,15 @@
+# The two quick-start commands: `make up` (install and start the gateway), `make test`.
+.PHONY: install up test bench lock
+
+install:
+	@./scripts/install
+
+up: install
+	.venv/bin/mesh up
+
+test: install
+	.venv/bin/python -m pytest $(PYTEST_ARGS)
+
+# Regenerate the pinned versions after changing dependencies in pyproject.toml.
+lock: install
+	.venv/bin/python -m pip freeze --exclude-editable | grep -v '^-e ' > requirements.lock

@@ -1,0 +1,45 @@
+"""The Flask application factory. Nothing happens at import time; every process (gunicorn
+workers, the CLI, tests) builds its own app from ``Settings``."""
+
+from __future__ import annotations
+
+from flask import Flask, jsonify
+
+from control_plane.models import db
+from control_plane.publisher import SnapshotPublisher
+from control_plane.services.errors import Conflict, InvalidInput, NotFound, ServiceError
+from control_plane.settings import Settings
+from shared.bus import BusKeys
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or Settings.from_env()
+    app = Flask(__name__)
+    app.config.update(
+        SQLALCHEMY_DATABASE_URI=settings.database_url,
+        SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": True},
+        MESH_SETTINGS=settings,
+        JSON_SORT_KEYS=False,
+    )
+    db.init_app(app)
+    app.extensions["mesh.publisher"] = SnapshotPublisher.from_url(
+        settings.redis_url, BusKeys(settings.redis_prefix), lambda: db.session
+    )
+
+    from control_plane.api import api
+    from web import web
+
+    app.register_blueprint(api)
+    app.register_blueprint(web)
+
+    @app.errorhandler(ServiceError)
+    def service_error(error: ServiceError):
+        status = {NotFound: 404, Conflict: 409, InvalidInput: 400}.get(type(error), 400)
+        return jsonify(error=type(error).__name__, message=str(error)), status
+
+    @app.errorhandler(500)
+    def internal_error(_error):
+        # Never a stack trace to a client; the log has it.
+        return jsonify(error="internal_error", message="the control plane failed; see its log"), 500
+
+    return app

@@ -1,0 +1,169 @@
+"""``mesh up``: one command that runs the whole gateway on one machine.
+
+Children: a local ``redis-server`` (only when no Redis is configured and none answers on
+127.0.0.1:6379), the control plane under gunicorn on 127.0.0.1:CONTROL_PLANE_PORT, and the data
+plane (mitmproxy) on HOST:PORT. This process migrates the database, creates the first admin on
+an empty one, then runs the snapshot reconciler once a second until Ctrl-C or SIGTERM, and stops
+every child on the way out. If a child dies, everything stops with a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import redis
+import sqlalchemy as sa
+
+from control_plane.settings import Settings
+
+log = logging.getLogger("mesh")
+
+
+def redis_answers(url: str) -> bool:
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except (redis.RedisError, OSError):
+        return False
+
+
+def wait_until(check, timeout: float, interval: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(interval)
+    return False
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=0.5) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+class GatewayRunner:
+    def __init__(self, settings: Settings, out=None):
+        self.settings = settings
+        self.out = out or sys.stdout
+        self.children: list[tuple[str, subprocess.Popen]] = []
+        self._stopping = False
+
+    def say(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+    # -- children -----------------------------------------------------------------------------
+
+    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
+        env = {**os.environ, **self.settings.child_env()}
+        proc = subprocess.Popen(argv, env=env, start_new_session=True)
+        self.children.append((name, proc))
+        return proc
+
+    def _start_redis(self) -> None:
+        if self.settings.redis_url_configured:
+            if not redis_answers(self.settings.redis_url):
+                self.say("warning: REDIS_URL does not answer yet; the gateway keeps retrying")
+            return
+        if redis_answers(self.settings.redis_url):
+            return
+        server = shutil.which("redis-server")
+        if server is None:
+            raise SystemExit("no Redis answers on 127.0.0.1:6379 and redis-server is not installed: "
+                             "run `make install` (it installs redis-server), or set REDIS_URL")
+        self._spawn("redis", [server, "--bind", "127.0.0.1", "--port", "6379", "--save", "", "--appendonly", "no",
+                              "--dir", str(self.settings.data_dir)])
+        if not wait_until(lambda: redis_answers(self.settings.redis_url), 10):
+            raise SystemExit("the local redis-server did not start")
+        self.say("started a local redis-server on 127.0.0.1:6379")
+
+    def _start_planes(self) -> None:
+        s = self.settings
+        self._spawn("control plane", [
+            sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{s.control_plane_port}", "--workers", "2",
+            "--log-level", "warning", "--graceful-timeout", "5", "control_plane.app:create_app()",
+        ])
+        self._spawn("data plane", [
+            sys.executable, "-m", "dataplane_addon", "--listen-host", s.listen_host, "--port", str(s.port),
+            "--control-plane", f"127.0.0.1:{s.control_plane_port}", "--redis-url", s.redis_url,
+            "--redis-prefix", s.redis_prefix,
+        ])
+
+    def stop(self) -> None:
+        self._stopping = True
+        for _name, proc in reversed(self.children):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for _name, proc in reversed(self.children):
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    # -- the run ------------------------------------------------------------------------------
+
+    def prepare(self):
+        """Migrate, and on an empty database create the first admin, org and key."""
+        from control_plane.app import create_app
+        from control_plane.migrate import upgrade
+        from control_plane.services.orgs import bootstrap_first_run
+
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        engine = sa.create_engine(self.settings.database_url)
+        try:
+            upgrade(engine)
+        finally:
+            engine.dispose()
+        app = create_app(self.settings)
+        with app.app_context():
+            first = bootstrap_first_run()
+        if first:
+            self.say("First run: created an admin, an organization and an API key. They are shown once.")
+            self.say(f"  admin login:  {first.email} / {first.password}")
+            self.say(f"  organization: {first.org.slug} ({first.org.id})")
+            self.say(f"  API key:      {first.api_key}")
+        return app
+
+    def run(self) -> int:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: setattr(self, "_stopping", True))
+        try:
+            app = self.prepare()
+            self._start_redis()
+            self._start_planes()
+            publisher = app.extensions["mesh.publisher"]
+            health = f"http://127.0.0.1:{self.settings.port}/health"
+            ready = False
+            while not self._stopping:
+                with app.app_context():
+                    try:
+                        publisher.reconcile()
+                    except (redis.RedisError, sa.exc.SQLAlchemyError) as exc:
+                        log.warning("snapshot reconcile failed (%s); retrying", type(exc).__name__)
+                for name, proc in self.children:
+                    if proc.poll() is not None:
+                        self.say(f"error: the {name} exited with code {proc.returncode}; stopping")
+                        return 1
+                if not ready and http_ok(health):
+                    ready = True
+                    self.say(f"MCP Mesh is up: http://{self.settings.listen_host}:{self.settings.port} "
+                             "(MCP clients: /mcp/<connection id>). Ctrl-C stops it.")
+                time.sleep(1 if ready else 0.2)
+            return 0
+        finally:
+            self.stop()

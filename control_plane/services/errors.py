@@ -1,0 +1,17 @@
+"""Typed errors raised by services; each interface turns them into its own kind of answer."""
+
+
+class ServiceError(Exception):
+    """Base class. ``str(error)`` is a message a person can act on and never holds a secret."""
+
+
+class NotFound(ServiceError):
+    pass
+
+
+class Conflict(ServiceError):
+    pass
+
+
+class InvalidInput(ServiceError):
+    pass

@@ -1,0 +1,77 @@
+"""Configuration from the environment, read once by whoever starts a process.
+
+- ``MESH_DATA_DIR``  (default ``./data``) where SQLite, keys and the local Redis live
+- ``DATABASE_URL``   (default ``sqlite:///<data dir>/mesh.db``); ``postgresql://…`` uses psycopg,
+                     ``mysql://…`` or ``mariadb://…`` uses PyMySQL
+- ``REDIS_URL``      (default: ``redis://127.0.0.1:6379/0``, started by ``mesh up`` if none answers)
+- ``MESH_REDIS_PREFIX`` key prefix in Redis (default ``mesh``)
+- ``PORT``           the gateway's single front door (default 3000)
+- ``HOST``           the address it listens on (default 127.0.0.1; 0.0.0.0 in containers)
+- ``CONTROL_PLANE_PORT`` the Flask app's internal port on 127.0.0.1 (default PORT + 1)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def normalize_database_url(url: str) -> str:
+    """Pick the drivers we ship for the URL schemes people write."""
+    for plain, driver in (
+        ("postgres://", "postgresql+psycopg://"),
+        ("postgresql://", "postgresql+psycopg://"),
+        ("mysql://", "mysql+pymysql://"),
+        ("mariadb://", "mysql+pymysql://"),
+        ("mariadb+pymysql://", "mysql+pymysql://"),
+    ):
+        if url.startswith(plain):
+            url = driver + url[len(plain):]
+            break
+    if url.startswith("mysql+pymysql://") and "charset=" not in url:
+        url += ("&" if "?" in url else "?") + "charset=utf8mb4"
+    return url
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    database_url: str
+    redis_url: str
+    redis_url_configured: bool
+    redis_prefix: str
+    port: int
+    control_plane_port: int
+    listen_host: str = "127.0.0.1"
+
+    def child_env(self) -> dict[str, str]:
+        """The environment that makes a child process see exactly these settings."""
+        return {
+            "MESH_DATA_DIR": str(self.data_dir),
+            "DATABASE_URL": self.database_url,
+            "REDIS_URL": self.redis_url,
+            "MESH_REDIS_PREFIX": self.redis_prefix,
+            "PORT": str(self.port),
+            "CONTROL_PLANE_PORT": str(self.control_plane_port),
+            "HOST": self.listen_host,
+        }
+
+    @classmethod
+    def from_env(cls, data_dir: str | os.PathLike | None = None, env: dict | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        directory = Path(data_dir or env.get("MESH_DATA_DIR") or "data").resolve()
+        database_url = env.get("DATABASE_URL") or f"sqlite:///{directory / 'mesh.db'}"
+        port = int(env.get("PORT") or 3000)
+        return cls(
+            data_dir=directory,
+            database_url=normalize_database_url(database_url),
+            redis_url=env.get("REDIS_URL") or DEFAULT_REDIS_URL,
+            redis_url_configured=bool(env.get("REDIS_URL")),
+            redis_prefix=env.get("MESH_REDIS_PREFIX") or "mesh",
+            port=port,
+            control_plane_port=int(env.get("CONTROL_PLANE_PORT") or port + 1),
+            listen_host=env.get("HOST") or "127.0.0.1",
+        )

@@ -1,0 +1,11 @@
+"""For running the data plane under plain ``mitmdump``::
+
+    mitmdump --mode reverse:http://127.0.0.1:3001@3000 --set connection_strategy=lazy \
+        -s dataplane_addon/mitmdump_script.py --set mesh_redis_url=redis://127.0.0.1:6379/0
+
+``python -m dataplane_addon`` (what ``mesh up`` runs) embeds the same chain in a leaner master.
+"""
+
+from dataplane_addon.chain import build_chain
+
+addons = build_chain()

@@ -1,0 +1,27 @@
+"""Parse: the body of an MCP POST as JSON-RPC, once, with ``shared.jsonrpc``. Bodies that are not
+JSON-RPC are answered 400 with the JSON-RPC error code and never forwarded."""
+
+from __future__ import annotations
+
+from mitmproxy import http
+
+from dataplane_addon.call import CALL, rpc_answer
+from shared.jsonrpc import PARSE_ERROR, JsonRpcError, parse_body
+
+
+class JsonRpcParser:
+    def request(self, flow: http.HTTPFlow) -> None:
+        if flow.response or flow.error or not flow.live:
+            return
+        call = flow.metadata.get(CALL)
+        if call is None or flow.request.method != "POST":
+            return
+        try:
+            body = flow.request.get_content(strict=True) or b""
+        except ValueError:
+            flow.response = rpc_answer(400, PARSE_ERROR, "Parse error: the body's Content-Encoding cannot be decoded")
+            return
+        try:
+            call.messages = parse_body(body)
+        except JsonRpcError as error:
+            flow.response = rpc_answer(400, error.code, error.message, error.request_id)

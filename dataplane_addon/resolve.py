@@ -1,0 +1,28 @@
+"""Resolve: the connection named in the path, looked up in the caller's own org. A connection of
+another org gets the very answer an unknown one gets (404), so orgs cannot probe each other.
+This runs before the body is parsed: what a caller may not reach, it learns nothing about."""
+
+from __future__ import annotations
+
+from mitmproxy import http
+
+from dataplane_addon.call import CALL
+from dataplane_addon.routing import not_found
+from dataplane_addon.snapshot_store import SnapshotStore
+
+
+class ConnectionResolver:
+    def __init__(self, store: SnapshotStore) -> None:
+        self.store = store
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        if flow.response or flow.error or not flow.live:
+            return
+        call = flow.metadata.get(CALL)
+        if call is None:
+            return
+        upstream = self.store.upstream(call.connection_id)
+        if upstream is None or call.principal is None or upstream.org_id != call.principal.org_id:
+            flow.response = not_found()
+            return
+        call.upstream = upstream

@@ -1,0 +1,73 @@
+"""Route: decide what each request is, before anything else looks at it.
+
+- ``/mcp/<connection id>``: an MCP call, marked with ``McpCall`` for the addons after this one.
+- ``/health``, ``/metrics``: answered by the data plane itself (``local_endpoints``).
+- anything else (``/api``, ``/.well-known``, the UI, the management endpoint ``/mcp``): the
+  control plane's Flask app on its internal port.
+"""
+
+from __future__ import annotations
+
+from mitmproxy import ctx, http
+
+from dataplane_addon.call import CALL, LOCAL, McpCall, rpc_answer
+from shared.jsonrpc import INVALID_REQUEST
+
+MCP_PREFIX = "/mcp/"
+LOCAL_PATHS = frozenset({"/health", "/metrics"})
+MCP_METHODS = frozenset({"POST", "GET", "DELETE"})
+NOT_FOUND_CODE = -32004
+
+
+def parse_control_plane(spec: str) -> tuple[str, int]:
+    host, sep, port = spec.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"expected HOST:PORT, got {spec!r}")
+    return host, int(port)
+
+
+def not_found() -> http.Response:
+    # The same answer for "does not exist" and "belongs to another org": nothing leaks.
+    return rpc_answer(404, NOT_FOUND_CODE, "Not found: no such connection")
+
+
+class Router:
+    def __init__(self) -> None:
+        self.control_plane = ("127.0.0.1", 3001)
+
+    def load(self, loader) -> None:
+        loader.add_option("mesh_control_plane", str, "127.0.0.1:3001",
+                          "HOST:PORT of the control plane's Flask app; every non-MCP path goes there.")
+
+    def configure(self, updated) -> None:
+        if "mesh_control_plane" in updated:
+            from mitmproxy.exceptions import OptionsError
+
+            try:
+                self.control_plane = parse_control_plane(ctx.options.mesh_control_plane)
+            except ValueError as exc:
+                raise OptionsError(f"mesh_control_plane: {exc}") from None
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        if flow.response or flow.error or not flow.live:
+            return
+        request = flow.request
+        path = request.path.partition("?")[0]
+        if path.startswith(MCP_PREFIX):
+            connection_id = path[len(MCP_PREFIX):]
+            if not connection_id or "/" in connection_id:
+                flow.response = not_found()
+            elif request.method not in MCP_METHODS:
+                flow.response = rpc_answer(405, INVALID_REQUEST, f"Method {request.method} is not allowed here",
+                                           headers={"Allow": "POST, GET, DELETE"})
+            else:
+                flow.metadata[CALL] = McpCall(connection_id)
+        elif path in LOCAL_PATHS:
+            flow.metadata[LOCAL] = path
+        else:
+            client_host = request.host_header or ""
+            request.headers["X-Forwarded-Host"] = client_host
+            request.headers["X-Forwarded-Proto"] = "https" if flow.client_conn.tls_established else "http"
+            request.headers["X-Forwarded-For"] = flow.client_conn.peername[0] if flow.client_conn.peername else ""
+            request.scheme = "http"
+            request.host, request.port = self.control_plane

@@ -1,0 +1,181 @@
+"""The data plane's memory of every org's snapshot, and the addon that keeps it current.
+
+``SnapshotStore`` holds indexes built once per snapshot, so a request costs two dict look-ups:
+key hash -> principal and connection id -> upstream. A snapshot replaces its org's entries in one
+synchronous step (no await in between), so a request never sees half of one. Older or equal
+versions are ignored, so message order does not matter.
+
+``SnapshotFollower`` loads every snapshot from Redis at start, then follows change messages. If
+Redis goes away it keeps the store as it is (serving from memory) and reconnects with backoff;
+on reconnecting it reloads everything, so changes made meanwhile are not missed. Absence from
+Redis never removes anything: only a tombstone snapshot does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from shared.bus import BusKeys, ChangeMessage
+from shared.snapshot import Snapshot
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    org_id: str
+    key_id: str
+    user_id: str
+    expires_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    connection_id: str
+    org_id: str
+    name: str
+    scheme: str
+    host: str
+    port: int
+    path: str
+    query: str
+    headers: tuple[tuple[str, str], ...]
+
+
+def upstream_from(connection_id: str, org_id: str, route) -> Upstream:
+    parts = urlsplit(route.url)
+    return Upstream(
+        connection_id=connection_id,
+        org_id=org_id,
+        name=route.name,
+        scheme=parts.scheme,
+        host=parts.hostname or "",
+        port=parts.port or (443 if parts.scheme == "https" else 80),
+        path=parts.path or "/",
+        query=parts.query,
+        headers=tuple(route.headers.items()),
+    )
+
+
+class SnapshotStore:
+    def __init__(self) -> None:
+        self.versions: dict[str, int] = {}
+        self._org_keys: dict[str, tuple[str, ...]] = {}
+        self._org_connections: dict[str, tuple[str, ...]] = {}
+        self._principals: dict[str, Principal] = {}
+        self._upstreams: dict[str, Upstream] = {}
+
+    def apply(self, snapshot: Snapshot) -> bool:
+        """Install ``snapshot`` if it is newer than what is held for its org."""
+        org = snapshot.org_id
+        if snapshot.version <= self.versions.get(org, 0):
+            return False
+        principals = {
+            h: Principal(org_id=org, key_id=g.key_id, user_id=g.user_id, expires_at=g.expires_at)
+            for h, g in ({} if snapshot.deleted else snapshot.api_keys).items()
+        }
+        upstreams = {
+            cid: upstream_from(cid, org, route)
+            for cid, route in ({} if snapshot.deleted else snapshot.connections).items()
+            if route.status == "active"
+        }
+        # Swap: drop the org's previous entries, add the new ones. No await in here.
+        for h in self._org_keys.get(org, ()):
+            self._principals.pop(h, None)
+        for cid in self._org_connections.get(org, ()):
+            self._upstreams.pop(cid, None)
+        self._principals.update(principals)
+        self._upstreams.update(upstreams)
+        self._org_keys[org] = tuple(principals)
+        self._org_connections[org] = tuple(upstreams)
+        self.versions[org] = snapshot.version
+        return True
+
+    def principal(self, key_hash: str) -> Principal | None:
+        return self._principals.get(key_hash)
+
+    def upstream(self, connection_id: str) -> Upstream | None:
+        return self._upstreams.get(connection_id)
+
+    def stats(self) -> dict[str, int]:
+        return {"orgs": len(self.versions), "connections": len(self._upstreams), "api_keys": len(self._principals)}
+
+
+class SnapshotFollower:
+    """Addon: fills a ``SnapshotStore`` from Redis and keeps it current."""
+
+    def __init__(self, store: SnapshotStore) -> None:
+        self.store = store
+        self.connected = False
+        self._task: asyncio.Task | None = None
+
+    def load(self, loader) -> None:
+        loader.add_option("mesh_redis_url", str, "redis://127.0.0.1:6379/0",
+                          "Redis holding the snapshots the control plane publishes.")
+        loader.add_option("mesh_redis_prefix", str, "mesh", "Prefix of every MCP Mesh key in Redis.")
+
+    def running(self) -> None:
+        from mitmproxy import ctx
+
+        keys = BusKeys(ctx.options.mesh_redis_prefix)
+        self._task = asyncio.get_running_loop().create_task(self.follow(ctx.options.mesh_redis_url, keys))
+
+    def done(self) -> None:
+        if self._task:
+            self._task.cancel()
+
+    async def load_all(self, client: aioredis.Redis, keys: BusKeys) -> int:
+        applied = 0
+        for org_id, raw in (await client.hgetall(keys.snapshots)).items():
+            applied += self._apply_raw(org_id.decode(), raw)
+        return applied
+
+    def _apply_raw(self, org_id: str, raw: bytes | None) -> bool:
+        if raw is None:
+            return False
+        try:
+            return self.store.apply(Snapshot.from_json(raw))
+        except (ValueError, KeyError, TypeError) as exc:
+            # Keep serving the previous snapshot of this org rather than guessing.
+            log.error("ignored an unreadable snapshot of %s: %s", org_id, type(exc).__name__)
+            return False
+
+    async def follow(self, url: str, keys: BusKeys) -> None:
+        backoff = 0.1
+        while True:
+            client = aioredis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=10)
+            pubsub = client.pubsub()
+            try:
+                # Subscribe before loading, so no change falls between the two.
+                await pubsub.subscribe(keys.changes)
+                await self.load_all(client, keys)
+                self.connected, backoff = True, 0.1
+                log.info("following snapshots in Redis (%s)", self.store.stats())
+                while True:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
+                    if message is None:
+                        await client.ping()  # a silent connection may be a dead one
+                        continue
+                    change = ChangeMessage.from_json(message["data"])
+                    if change.version > self.store.versions.get(change.org_id, 0):
+                        self._apply_raw(change.org_id, await client.hget(keys.snapshots, change.org_id))
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError, ValueError, KeyError) as exc:
+                if self.connected:
+                    log.warning("lost Redis (%s); serving from memory and reconnecting", type(exc).__name__)
+                self.connected = False
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+            finally:
+                try:
+                    await pubsub.aclose()
+                    await client.aclose()
+                except (RedisError, OSError):
+                    pass

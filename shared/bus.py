@@ -1,0 +1,72 @@
+"""Everything that crosses Redis between the planes: key names, the change message, and the
+one script that publishes a snapshot. Both planes name Redis keys only through this module.
+
+Keys (``<p>`` is the prefix, ``mesh`` unless ``MESH_REDIS_PREFIX`` says otherwise, so several
+installations or test runs can share one Redis):
+
+- ``<p>:snapshots``  hash  org_id -> snapshot JSON (see ``shared.snapshot``)
+- ``<p>:versions``   hash  org_id -> version of the snapshot stored above
+- ``<p>:changes``    pub/sub channel; each message is ``{"org_id": "…", "version": N}``
+
+Publishing is compare-and-set on the version, in one Lua script, so two control-plane workers
+racing can never replace a newer snapshot with an older one, and a message is sent only when
+the stored snapshot really changed. Redis keeps nothing the control plane cannot rebuild: after
+a Redis restart the control plane's reconciler publishes every org again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+DEFAULT_PREFIX = "mesh"
+
+
+@dataclass(frozen=True, slots=True)
+class BusKeys:
+    prefix: str = DEFAULT_PREFIX
+
+    @classmethod
+    def from_env(cls) -> "BusKeys":
+        return cls(os.environ.get("MESH_REDIS_PREFIX") or DEFAULT_PREFIX)
+
+    @property
+    def snapshots(self) -> str:
+        return f"{self.prefix}:snapshots"
+
+    @property
+    def versions(self) -> str:
+        return f"{self.prefix}:versions"
+
+    @property
+    def changes(self) -> str:
+        return f"{self.prefix}:changes"
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeMessage:
+    org_id: str
+    version: int
+
+    def to_json(self) -> str:
+        return json.dumps({"org_id": self.org_id, "version": self.version})
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> "ChangeMessage":
+        doc = json.loads(raw)
+        return cls(org_id=str(doc["org_id"]), version=int(doc["version"]))
+
+
+# KEYS: snapshots hash, versions hash, changes channel. ARGV: org_id, version, snapshot JSON,
+# change message. Returns 1 when stored and announced, 0 when the stored version is as new.
+PUBLISH_SCRIPT = """
+local current = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+if tonumber(ARGV[2]) <= current then
+  return 0
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('PUBLISH', KEYS[3], ARGV[4])
+return 1
+"""

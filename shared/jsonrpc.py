@@ -1,0 +1,103 @@
+"""The one JSON-RPC parser of MCP Mesh, and the error bodies the gateway answers with.
+
+The data plane parses every MCP body exactly once, here, and later addons read the result from
+the flow. Decisions are only ever taken on what this module returns, never on headers.
+
+The error codes are the MCP SDK's own constants (``mcp_types``), so clients see the numbers the
+protocol defines.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from mcp_types import HEADER_MISMATCH, INTERNAL_ERROR, INVALID_REQUEST, PARSE_ERROR
+
+__all__ = [
+    "HEADER_MISMATCH",
+    "INTERNAL_ERROR",
+    "INVALID_REQUEST",
+    "PARSE_ERROR",
+    "UPSTREAM_UNAVAILABLE",
+    "JsonRpcError",
+    "Message",
+    "error_body",
+    "parse_body",
+]
+
+# Implementation-defined server error (-32000..-32099): the upstream could not be reached.
+UPSTREAM_UNAVAILABLE = -32002
+
+RequestId = str | int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One JSON-RPC message as the gateway sees it.
+
+    ``kind`` is "request" (has method and id), "notification" (method, no id) or "response"
+    (result or error, answering a server-to-client request).
+    """
+
+    kind: str
+    method: str | None
+    id: RequestId
+    params: dict[str, Any] | None
+    raw: dict[str, Any]
+
+
+class JsonRpcError(Exception):
+    """A body the gateway refuses before it reaches any upstream."""
+
+    def __init__(self, code: int, message: str, request_id: RequestId = None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+
+
+def _message(obj: Any) -> Message:
+    if not isinstance(obj, dict) or obj.get("jsonrpc") != "2.0":
+        raise JsonRpcError(INVALID_REQUEST, "Invalid Request: not a JSON-RPC 2.0 message")
+    request_id = obj.get("id")
+    if request_id is not None and (isinstance(request_id, bool) or not isinstance(request_id, (str, int))):
+        raise JsonRpcError(INVALID_REQUEST, "Invalid Request: id must be a string or an integer")
+    method = obj.get("method")
+    if method is not None:
+        if not isinstance(method, str) or not method:
+            raise JsonRpcError(INVALID_REQUEST, "Invalid Request: method must be a non-empty string", request_id)
+        params = obj.get("params")
+        if params is not None and not isinstance(params, dict):
+            raise JsonRpcError(INVALID_REQUEST, "Invalid Request: params must be an object", request_id)
+        kind = "notification" if "id" not in obj else "request"
+        return Message(kind, method, request_id, params, obj)
+    if "result" in obj or "error" in obj:
+        return Message("response", None, request_id, None, obj)
+    raise JsonRpcError(INVALID_REQUEST, "Invalid Request: neither a request nor a response", request_id)
+
+
+def parse_body(body: bytes) -> list[Message]:
+    """Parse an HTTP body into its JSON-RPC messages (a batch gives several).
+
+    Raises ``JsonRpcError`` with ``PARSE_ERROR`` for bytes that are not JSON and
+    ``INVALID_REQUEST`` for JSON that is not JSON-RPC 2.0.
+    """
+    try:
+        obj = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise JsonRpcError(PARSE_ERROR, "Parse error: the body is not valid JSON") from None
+    if isinstance(obj, list):
+        if not obj:
+            raise JsonRpcError(INVALID_REQUEST, "Invalid Request: empty batch")
+        return [_message(item) for item in obj]
+    return [_message(obj)]
+
+
+def error_body(code: int, message: str, request_id: RequestId = None, data: Any = None) -> bytes:
+    """A JSON-RPC error response, serialised. ``message`` must never carry a secret."""
+    error: dict[str, Any] = {"code": code, "message": message}
+    if data is not None:
+        error["data"] = data
+    return json.dumps({"jsonrpc": "2.0", "id": request_id, "error": error}).encode()

@@ -1,0 +1,71 @@
+"""The snapshot: everything the data plane needs to decide about one organization's traffic,
+compiled by the control plane and read by the data plane without a database.
+
+Layout (JSON, ``schema`` 1)::
+
+    {
+      "schema": 1,
+      "org_id": "org_…",
+      "version": 7,                # strictly increasing per org; older versions are ignored
+      "deleted": false,            # a tombstone removes the org from every data plane
+      "connections": {
+        "conn_…": {"name": "…", "url": "http://…/mcp", "transport": "http",
+                    "status": "active", "headers": {"X-Api-Key": "…"}}
+      },
+      "api_keys": {
+        "<sha256 of the key>": {"key_id": "key_…", "user_id": "usr_…", "expires_at": null}
+      }
+    }
+
+The data plane never decides on anything that is not in here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+SCHEMA = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionRoute:
+    name: str
+    url: str
+    transport: str = "http"
+    status: str = "active"
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyGrant:
+    key_id: str
+    user_id: str
+    expires_at: float | None = None  # unix seconds
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    org_id: str
+    version: int
+    connections: dict[str, ConnectionRoute] = field(default_factory=dict)
+    api_keys: dict[str, KeyGrant] = field(default_factory=dict)
+    deleted: bool = False
+
+    def to_json(self) -> str:
+        doc: dict[str, Any] = {"schema": SCHEMA, **asdict(self)}
+        return json.dumps(doc, separators=(",", ":"), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> "Snapshot":
+        doc = json.loads(raw)
+        if doc.get("schema") != SCHEMA:
+            raise ValueError(f"unsupported snapshot schema {doc.get('schema')!r}")
+        return cls(
+            org_id=doc["org_id"],
+            version=int(doc["version"]),
+            deleted=bool(doc.get("deleted", False)),
+            connections={cid: ConnectionRoute(**c) for cid, c in doc.get("connections", {}).items()},
+            api_keys={h: KeyGrant(**k) for h, k in doc.get("api_keys", {}).items()},
+        )

@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+from dataplane_addon.snapshot_store import SnapshotStore
+from shared.snapshot import ConnectionRoute, KeyGrant, Snapshot
+
+
+def snap(version: int, org: str = "org_a", conns=("conn_1",), keys=("h1",), deleted=False) -> Snapshot:
+    return Snapshot(
+        org_id=org, version=version, deleted=deleted,
+        connections={c: ConnectionRoute(name=c, url=f"https://up.example:8443/{c}?v=1") for c in conns},
+        api_keys={k: KeyGrant(key_id=f"key_{k}", user_id="usr_1") for k in keys},
+    )
+
+
+def test_routes_and_principals_come_from_the_snapshot():
+    store = SnapshotStore()
+    assert store.apply(snap(1))
+    upstream = store.upstream("conn_1")
+    assert (upstream.org_id, upstream.scheme, upstream.host, upstream.port, upstream.path, upstream.query) == (
+        "org_a", "https", "up.example", 8443, "/conn_1", "v=1")
+    assert store.principal("h1").org_id == "org_a"
+
+
+def test_older_or_equal_versions_are_ignored():
+    store = SnapshotStore()
+    store.apply(snap(5, conns=("conn_new",)))
+    assert not store.apply(snap(4, conns=("conn_old",)))
+    assert not store.apply(snap(5, conns=("conn_old",)))
+    assert store.upstream("conn_old") is None and store.upstream("conn_new") is not None
+
+
+def test_a_new_snapshot_replaces_the_orgs_entries_and_leaves_other_orgs_alone():
+    store = SnapshotStore()
+    store.apply(snap(1, conns=("conn_1", "conn_2"), keys=("h1", "h2")))
+    store.apply(snap(1, org="org_b", conns=("conn_b",), keys=("hb",)))
+    store.apply(snap(2, conns=("conn_2",), keys=("h2",)))
+    assert store.upstream("conn_1") is None and store.principal("h1") is None
+    assert store.upstream("conn_2") and store.principal("h2")
+    assert store.upstream("conn_b").org_id == "org_b" and store.principal("hb").org_id == "org_b"
+
+
+def test_a_tombstone_removes_the_org():
+    store = SnapshotStore()
+    store.apply(snap(1))
+    assert store.apply(snap(2, deleted=True))
+    assert store.upstream("conn_1") is None and store.principal("h1") is None
+    assert store.stats() == {"orgs": 1, "connections": 0, "api_keys": 0}
+
+
+def test_snapshots_survive_a_round_trip_through_json():
+    original = snap(3, conns=("conn_1", "conn_2"), keys=("h1",))
+    assert Snapshot.from_json(original.to_json()) == original

@@ -1,0 +1,199 @@
+"""Running the real thing in tests: free ports, upstream MCP servers, the whole gateway as
+`mesh up` runs it, and the `mcp` SDK client pointed at it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx2
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+REDIS_URL = os.environ.get("MESH_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+# The installed console script, exactly as a user runs it.
+MESH = str(Path(sys.executable).with_name("mesh"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(check, timeout: float = 15.0, interval: float = 0.05, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def unique_prefix() -> str:
+    return f"mesh-test-{uuid.uuid4().hex[:12]}"
+
+
+def delete_prefix(url: str, prefix: str) -> None:
+    client = redis.Redis.from_url(url)
+    try:
+        keys = list(client.scan_iter(f"{prefix}:*"))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+class Upstream:
+    """A real MCP server (tests/upstreams/echo_server.py) in a subprocess."""
+
+    def __init__(self, tmp: Path, port: int | None = None):
+        self.port = port or free_port()
+        self.header_log = tmp / f"upstream-{self.port}-headers.jsonl"
+        self.header_log.touch()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/mcp"
+
+    def start(self) -> "Upstream":
+        self.proc = subprocess.Popen([sys.executable, "-m", "tests.upstreams.echo_server", str(self.port),
+                                      str(self.header_log)], cwd=ROOT)
+        wait_for(lambda: port_open(self.port), what=f"upstream on {self.port}")
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+    def requests(self) -> list[dict]:
+        return [json.loads(line) for line in self.header_log.read_text().splitlines() if line.strip()]
+
+
+class Gateway:
+    """`mesh up` in a subprocess with its own data dir, ports and Redis prefix."""
+
+    def __init__(self, tmp: Path, redis_url: str = REDIS_URL, env: dict | None = None):
+        self.port = free_port()
+        self.control_plane_port = free_port()
+        self.prefix = unique_prefix()
+        self.redis_url = redis_url
+        self.data_dir = tmp / "gateway-data"
+        self.log_path = tmp / "gateway.log"
+        self.env = {
+            **os.environ,
+            "MESH_DATA_DIR": str(self.data_dir),
+            "PORT": str(self.port),
+            "CONTROL_PLANE_PORT": str(self.control_plane_port),
+            "REDIS_URL": redis_url,
+            "MESH_REDIS_PREFIX": self.prefix,
+            **(env or {}),
+        }
+        self.env.pop("DATABASE_URL", None)
+        self.proc: subprocess.Popen | None = None
+        self.first_run_key: str | None = None
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def mcp_url(self, connection_id: str) -> str:
+        return f"{self.base}/mcp/{connection_id}"
+
+    def start(self) -> "Gateway":
+        self._log = open(self.log_path, "w")
+        self.proc = subprocess.Popen([MESH, "up"], env=self.env, cwd=ROOT,
+                                     stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for(lambda: "MCP Mesh is up" in self.log() or self.proc.poll() is not None, timeout=30,
+                 what="mesh up to be ready")
+        assert self.proc.poll() is None, f"mesh up exited:\n{self.log()}"
+        for line in self.log().splitlines():
+            if "API key:" in line:
+                self.first_run_key = line.split("API key:")[1].strip()
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def stop(self) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            code = self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            code = self.proc.wait()
+        self._log.close()
+        delete_prefix(self.redis_url, self.prefix)
+        return code
+
+    def mesh(self, *args: str) -> dict | list:
+        """Run a `mesh` command with --json against this gateway's database."""
+        out = subprocess.run([MESH, *args, "--json"], env=self.env, cwd=ROOT,
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, f"mesh {' '.join(args)} failed: {out.stderr}"
+        return json.loads(out.stdout)
+
+    def add_connection(self, name: str, url: str, *extra: str) -> str:
+        return self.mesh("connections", "add", "--name", name, "--url", url, *extra)["id"]
+
+    def create_key(self, name: str, *extra: str) -> str:
+        return self.mesh("keys", "create", "--name", name, *extra)["key"]
+
+
+@asynccontextmanager
+async def mcp_client(url: str, key: str | None, mode: str = "auto"):
+    """The `mcp` SDK's own client, with the API key as a bearer token."""
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    async with httpx2.AsyncClient(headers=headers, timeout=30) as http:
+        async with Client(streamable_http_client(url, http_client=http), mode=mode) as client:
+            yield client
+
+
+MODERN = "2026-07-28"
+
+
+def rpc(method: str, params: dict | None = None, request_id: int = 1) -> dict:
+    """A stateless (2026-07-28) request, as the SDK's client sends it: no session needed."""
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": MODERN,
+        "io.modelcontextprotocol/clientInfo": {"name": "mesh-tests", "version": "0"},
+        "io.modelcontextprotocol/clientCapabilities": {},
+    }
+    return {"jsonrpc": "2.0", "id": request_id, "method": method, "params": {**(params or {}), "_meta": meta}}
+
+
+def mcp_headers(body: dict | None = None, key: str | None = None) -> dict[str, str]:
+    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json",
+               "MCP-Protocol-Version": MODERN}
+    if isinstance(body, dict) and "method" in body:
+        headers["Mcp-Method"] = body["method"]
+        name = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}.get(body["method"])
+        if name and name in body.get("params", {}):
+            headers["Mcp-Name"] = body["params"][name]
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    return headers

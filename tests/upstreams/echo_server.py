@@ -1,0 +1,47 @@
+"""A real upstream MCP server for tests, built with the `mcp` SDK: tools ``echo`` and ``add``.
+
+Run as ``python -m tests.upstreams.echo_server PORT [HEADER_LOG]``. Every request's method, path
+and headers are appended to HEADER_LOG as JSON lines, so tests can assert on exactly what
+reached the upstream (and that a denied call never did).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import uvicorn
+from mcp.server.mcpserver import MCPServer
+
+
+def build(header_log: str | None):
+    server = MCPServer("echo-upstream")
+
+    @server.tool()
+    def echo(text: str) -> str:
+        """Echo the text back."""
+        return text
+
+    @server.tool()
+    def add(a: int, b: int) -> int:
+        """Add two integers."""
+        return a + b
+
+    app = server.streamable_http_app()
+    if header_log is None:
+        return app
+
+    async def recording(scope, receive, send):
+        if scope["type"] == "http":
+            with open(header_log, "a") as log:
+                headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+                log.write(json.dumps({"method": scope["method"], "path": scope["path"], "headers": headers}) + "\n")
+        await app(scope, receive, send)
+
+    return recording
+
+
+if __name__ == "__main__":
+    port = int(sys.argv[1])
+    uvicorn.run(build(sys.argv[2] if len(sys.argv) > 2 else None), host="127.0.0.1", port=port,
+                log_level="warning", lifespan="on")
