@@ -7,11 +7,14 @@ from __future__ import annotations
 import json
 import sys
 from contextlib import contextmanager
+from datetime import timedelta
 
 import click
 import sqlalchemy as sa
 
 from control_plane.settings import Settings
+
+ORG_HELP = "Org id or slug (default: the first-run org `default`, or the only org)."
 
 
 @contextmanager
@@ -112,7 +115,7 @@ def connections() -> None:
 @click.option("--name", required=True)
 @click.option("--url", required=True, help="The upstream's Streamable HTTP endpoint.")
 @click.option("--header", "headers", multiple=True, metavar='"NAME: VALUE"', help="Sent to the upstream; repeatable.")
-@click.option("--org", "org_ref", help="Org id or slug (default: the first-run org `default`, or the only org).")
+@click.option("--org", "org_ref", help=ORG_HELP)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def connections_add(settings: Settings, name, url, headers, org_ref, as_json) -> None:
@@ -132,7 +135,7 @@ def _connection_row(conn, svc) -> dict:
 
 
 @connections.command("list")
-@click.option("--org", "org_ref", help="Org id or slug (default: the first-run org `default`, or the only org).")
+@click.option("--org", "org_ref", help=ORG_HELP)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def connections_list(settings: Settings, org_ref, as_json) -> None:
@@ -144,6 +147,21 @@ def connections_list(settings: Settings, org_ref, as_json) -> None:
         _emit(as_json, rows, "\n".join(f"{r['id']}  {r['status']:<8} {r['name']:<24} {r['url']}" for r in rows))
 
 
+def _json_arg(text: str | None, what: str):
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError as error:
+        raise click.BadParameter(f"{what} must be JSON: {error}") from None
+
+
+def _key_row(row) -> dict:
+    return {"id": row.id, "name": row.name, "prefix": row.prefix, "org_id": row.org_id, "user_id": row.user_id,
+            "scope": row.scope, "created_at": row.created_at, "expires_at": row.expires_at,
+            "revoked_at": row.revoked_at, "last_used_at": row.last_used_at}
+
+
 @main.group()
 def keys() -> None:
     """API keys for MCP clients."""
@@ -151,20 +169,261 @@ def keys() -> None:
 
 @keys.command("create")
 @click.option("--name", required=True)
-@click.option("--org", "org_ref", help="Org id or slug (default: the first-run org `default`, or the only org).")
+@click.option("--org", "org_ref", help=ORG_HELP)
 @click.option("--user", "user_ref", help="Owning user's email (default: the org's owner).")
+@click.option("--scope", help='Narrow the key to part of its user\'s permissions, e.g. \'{"tools": {"*": ["echo"]}}\'.')
+@click.option("--expires-in-days", type=click.IntRange(1, 3650), help="The key stops working after this many days.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
-def keys_create(settings: Settings, name, org_ref, user_ref, as_json) -> None:
+def keys_create(settings: Settings, name, org_ref, user_ref, scope, expires_in_days, as_json) -> None:
     """Create an API key and print it. It is shown this once and never again."""
+    from control_plane.models import utcnow
     from control_plane.services import orgs as org_svc
     from control_plane.services.api_keys import create_api_key
 
     with _services(settings):
         org = org_svc.find_org(org_ref)
         user = org_svc.find_user(user_ref) if user_ref else org_svc.org_owner(org)
-        key, row = create_api_key(org, user, name)
-        _emit(as_json, {"id": row.id, "name": row.name, "prefix": row.prefix, "org_id": org.id, "key": key}, key)
+        expires = utcnow() + timedelta(days=expires_in_days) if expires_in_days else None
+        key, row = create_api_key(org, user, name, scope=_json_arg(scope, "--scope"), expires_at=expires)
+        _emit(as_json, {**_key_row(row), "key": key}, key)
+
+
+@keys.command("list")
+@click.option("--org", "org_ref", help=ORG_HELP)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def keys_list(settings: Settings, org_ref, as_json) -> None:
+    """API keys (never the keys themselves: their prefixes)."""
+    from control_plane.services.api_keys import list_api_keys
+    from control_plane.services.orgs import find_org
+
+    with _services(settings):
+        rows = [_key_row(r) for r in list_api_keys(find_org(org_ref))]
+        _emit(as_json, rows, "\n".join(
+            f"{r['id']}  {r['prefix']}  {'revoked' if r['revoked_at'] else 'active':<8} {r['name']}" for r in rows))
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@click.option("--org", "org_ref", help=ORG_HELP)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def keys_revoke(settings: Settings, key_id, org_ref, as_json) -> None:
+    """Revoke a key; every data plane refuses it within a second."""
+    from control_plane.services.api_keys import revoke_api_key
+    from control_plane.services.orgs import find_org
+
+    with _services(settings):
+        row = revoke_api_key(find_org(org_ref), key_id)
+        _emit(as_json, _key_row(row), f"revoked {row.id}")
+
+
+@main.group()
+def roles() -> None:
+    """Custom roles: which tools, prompts and resources, on which connections; which admin rights."""
+
+
+def _role_row(role) -> dict:
+    return {"id": role.id, "name": role.name, "description": role.description, "permissions": role.permissions}
+
+
+@roles.command("create")
+@click.option("--name", required=True)
+@click.option("--permissions", required=True,
+              help='JSON, e.g. \'{"tools": {"conn_abc": ["SEND_EMAIL", "LIST_*"], "*": ["search"]}}\'.')
+@click.option("--description", default="")
+@click.option("--org", "org_ref", help=ORG_HELP)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def roles_create(settings: Settings, name, permissions, description, org_ref, as_json) -> None:
+    from control_plane.services import roles as svc
+    from control_plane.services.orgs import find_org
+
+    with _services(settings):
+        role = svc.create_role(find_org(org_ref), name, _json_arg(permissions, "--permissions"), description)
+        _emit(as_json, _role_row(role), role.id)
+
+
+@roles.command("update")
+@click.argument("role_ref")
+@click.option("--name")
+@click.option("--permissions")
+@click.option("--description")
+@click.option("--org", "org_ref", help=ORG_HELP)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def roles_update(settings: Settings, role_ref, name, permissions, description, org_ref, as_json) -> None:
+    """Change a role (by id or name); members holding it are affected within a second."""
+    from control_plane.services import roles as svc
+    from control_plane.services.orgs import find_org
+
+    with _services(settings):
+        role = svc.update_role(find_org(org_ref), role_ref, name=name,
+                               permissions=_json_arg(permissions, "--permissions"), description=description)
+        _emit(as_json, _role_row(role), f"updated {role.id}")
+
+
+@roles.command("delete")
+@click.argument("role_ref")
+@click.option("--org", "org_ref", help=ORG_HELP)
+@click.pass_obj
+def roles_delete(settings: Settings, role_ref, org_ref) -> None:
+    from control_plane.services import roles as svc
+    from control_plane.services.orgs import find_org
+
+    with _services(settings):
+        svc.delete_role(find_org(org_ref), role_ref)
+        click.echo(f"deleted {role_ref}")
+
+
+@roles.command("list")
+@click.option("--org", "org_ref", help=ORG_HELP)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def roles_list(settings: Settings, org_ref, as_json) -> None:
+    from control_plane.services import roles as svc
+    from control_plane.services.orgs import find_org
+
+    with _services(settings):
+        rows = svc.list_roles(find_org(org_ref))
+        _emit(as_json, rows, "\n".join(f"{r['id']:<24} {r['name']}{' (built-in)' if r['builtin'] else ''}"
+                                        for r in rows))
+
+
+@main.group()
+def users() -> None:
+    """User accounts."""
+
+
+@users.command("create")
+@click.option("--email", required=True)
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input (else a prompt).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def users_create(settings: Settings, email, password_stdin, as_json) -> None:
+    from control_plane.services import orgs as svc
+
+    password = _password(password_stdin)
+    with _services(settings):
+        user = svc.create_user(email, password)
+        _emit(as_json, {"id": user.id, "email": user.email}, user.id)
+
+
+def _password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    return click.prompt("Password", hide_input=True, confirmation_prompt=True)
+
+
+@main.group()
+def members() -> None:
+    """Who belongs to an org, with which role."""
+
+
+def _member_row(member, user) -> dict:
+    return {"id": member.id, "org_id": member.org_id, "user_id": user.id, "email": user.email, "role": member.role}
+
+
+@members.command("add")
+@click.option("--email", required=True, help="An existing user (see `mesh users create`, or invite instead).")
+@click.option("--role", default="member", show_default=True, help="owner, admin, member, or a custom role.")
+@click.option("--org", "org_ref", help=ORG_HELP)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def members_add(settings: Settings, email, role, org_ref, as_json) -> None:
+    from control_plane.services import orgs as svc
+
+    with _services(settings):
+        user = svc.find_user(email)
+        member = svc.add_member(svc.find_org(org_ref), user, role)
+        _emit(as_json, _member_row(member, user), member.id)
+
+
+@members.command("set-role")
+@click.option("--email", required=True)
+@click.option("--role", required=True)
+@click.option("--org", "org_ref", help=ORG_HELP)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def members_set_role(settings: Settings, email, role, org_ref, as_json) -> None:
+    from control_plane.services import orgs as svc
+
+    with _services(settings):
+        user = svc.find_user(email)
+        member = svc.update_member_role(svc.find_org(org_ref), user, role)
+        _emit(as_json, _member_row(member, user), f"{email} is now {role}")
+
+
+@members.command("remove")
+@click.option("--email", required=True)
+@click.option("--org", "org_ref", help=ORG_HELP)
+@click.pass_obj
+def members_remove(settings: Settings, email, org_ref) -> None:
+    """Remove a member; their API keys stop working within a second."""
+    from control_plane.services import orgs as svc
+
+    with _services(settings):
+        svc.remove_member(svc.find_org(org_ref), svc.find_user(email))
+        click.echo(f"removed {email}")
+
+
+@members.command("list")
+@click.option("--org", "org_ref", help=ORG_HELP)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def members_list(settings: Settings, org_ref, as_json) -> None:
+    from control_plane.services import orgs as svc
+
+    with _services(settings):
+        rows = [_member_row(m, u) for m, u in svc.list_members(svc.find_org(org_ref))]
+        _emit(as_json, rows, "\n".join(f"{r['email']:<32} {r['role']}" for r in rows))
+
+
+@members.command("invite")
+@click.option("--email", required=True)
+@click.option("--role", default="member", show_default=True)
+@click.option("--org", "org_ref", help=ORG_HELP)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def members_invite(settings: Settings, email, role, org_ref, as_json) -> None:
+    """Invite someone by email (the email goes to the console log until an email provider exists)."""
+    from control_plane.services import orgs as svc
+
+    with _services(settings):
+        token = svc.invite(svc.find_org(org_ref), email, role)
+        _emit(as_json, {"email": email, "role": role, "token": token}, token)
+
+
+@members.command("accept")
+@click.option("--token", required=True)
+@click.option("--password-stdin", is_flag=True, help="Password for a new account, from standard input.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def members_accept(settings: Settings, token, password_stdin, as_json) -> None:
+    """Accept an invitation (creating the account if there is none)."""
+    from control_plane.services import orgs as svc
+
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else None
+    with _services(settings):
+        member = svc.accept_invitation(token, password)
+        _emit(as_json, {"id": member.id, "org_id": member.org_id, "role": member.role}, member.id)
+
+
+@members.command("permissions")
+@click.option("--email", required=True)
+@click.option("--org", "org_ref", help=ORG_HELP)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def members_permissions(settings: Settings, email, org_ref, as_json) -> None:
+    """A member's effective permissions, decided by the evaluator the data plane runs."""
+    from control_plane.services import orgs as svc
+    from control_plane.services.roles import effective_permissions
+
+    with _services(settings):
+        effective = effective_permissions(svc.find_org(org_ref), svc.find_user(email))
+        effective.pop("can")
+        _emit(as_json, effective, json.dumps(effective, indent=2))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,18 +1,21 @@
 """Turns one organization's rows into the snapshot the data plane enforces (``shared.snapshot``).
 
 Only what the data plane may act on goes in: active connections, and keys that are not revoked
-and whose user is still a member of the org. A key whose owner left stops working with the
-next snapshot, without anyone revoking it.
+and whose user is still a member of the org, each pointing at the policy it is decided by: its
+role's (shared by every key of that role) or, for a narrowed key, its own (role + scope). A key
+whose owner left, or whose role vanished, stops working with the next snapshot.
 """
 
 from __future__ import annotations
 
 from datetime import UTC
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from control_plane.models import ApiKey, Connection, Member, Organization
+from control_plane.models import ApiKey, Connection, Member, Organization, Role
+from shared.policy import PolicyError, normalize, role_document
 from shared.snapshot import ConnectionRoute, KeyGrant, Snapshot
 
 
@@ -26,17 +29,27 @@ def compile_snapshot(session: Session, org_id: str) -> Snapshot:
         for c in session.scalars(sa.select(Connection).where(Connection.org_id == org_id))
         if c.status == "active"
     }
-    keys = session.scalars(
-        sa.select(ApiKey)
+    custom = dict(session.execute(sa.select(Role.id, Role.permissions).where(Role.org_id == org_id)).all())
+    rows = session.execute(
+        sa.select(ApiKey, Member.role)
         .join(Member, sa.and_(Member.org_id == ApiKey.org_id, Member.user_id == ApiKey.user_id))
         .where(ApiKey.org_id == org_id, ApiKey.revoked_at.is_(None))
-    )
-    api_keys = {
-        k.key_hash: KeyGrant(
-            key_id=k.id,
-            user_id=k.user_id,
-            expires_at=k.expires_at.replace(tzinfo=UTC).timestamp() if k.expires_at else None,
+    ).tuples()
+    policies: dict[str, list[dict[str, Any]]] = {}
+    api_keys: dict[str, KeyGrant] = {}
+    for key, role in rows:
+        try:
+            base = normalize(role_document(role, custom))
+            policy_id = f"key:{key.id}" if key.scope else f"role:{role}"
+            if policy_id not in policies:
+                policies[policy_id] = [base] + ([normalize(key.scope)] if key.scope else [])
+        except PolicyError:
+            continue  # a key whose permissions cannot be decided is left out: fail closed
+        api_keys[key.key_hash] = KeyGrant(
+            key_id=key.id,
+            user_id=key.user_id,
+            expires_at=key.expires_at.replace(tzinfo=UTC).timestamp() if key.expires_at else None,
+            policy=policy_id,
         )
-        for k in keys
-    }
-    return Snapshot(org_id=org_id, version=org.policy_version, connections=connections, api_keys=api_keys)
+    return Snapshot(org_id=org_id, version=org.policy_version, connections=connections, api_keys=api_keys,
+                    policies=policies)

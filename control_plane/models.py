@@ -52,8 +52,36 @@ class Member(db.Model):
     id: Mapped[str] = mapped_column(sa.String(32), primary_key=True, default=lambda: new_id("mem"))
     org_id: Mapped[str] = mapped_column(sa.ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
     user_id: Mapped[str] = mapped_column(sa.ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    # A built-in role name (owner, admin, member) or a custom role's id (role_…).
     role: Mapped[str] = mapped_column(sa.String(64), default="member")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Role(db.Model):
+    """A custom role: a permission document (``shared.policy``) with a name, per org."""
+
+    __tablename__ = "roles"
+    __table_args__ = (sa.UniqueConstraint("org_id", "name", name="uq_roles_org_name"),)
+    id: Mapped[str] = mapped_column(sa.String(32), primary_key=True, default=lambda: new_id("role"))
+    org_id: Mapped[str] = mapped_column(sa.ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(sa.String(100))
+    description: Mapped[str] = mapped_column(sa.String(500), default="")
+    permissions: Mapped[dict] = mapped_column(sa.JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Invitation(db.Model):
+    __tablename__ = "invitations"
+    id: Mapped[str] = mapped_column(sa.String(32), primary_key=True, default=lambda: new_id("inv"))
+    org_id: Mapped[str] = mapped_column(sa.ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
+    email: Mapped[str] = mapped_column(sa.String(255))
+    role: Mapped[str] = mapped_column(sa.String(64))
+    token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    invited_by: Mapped[str | None] = mapped_column(sa.String(32), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+    accepted_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class Connection(db.Model):
@@ -78,6 +106,8 @@ class ApiKey(db.Model):
     name: Mapped[str] = mapped_column(sa.String(200))
     prefix: Mapped[str] = mapped_column(sa.String(32))
     key_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    # Optional narrowing: a permission document intersected with the owner's role.
+    scope: Mapped[dict | None] = mapped_column(sa.JSON, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime | None] = mapped_column(default=None)
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)

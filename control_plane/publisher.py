@@ -52,6 +52,13 @@ class SnapshotPublisher:
             log.warning("could not publish snapshot of %s (%s); the reconciler will retry", org_id, type(exc).__name__)
             return False
 
+    def key_last_used(self, key_ids: list[str]) -> list[float | None]:
+        """When the data planes last saw each key used (None: not seen, or Redis is away)."""
+        try:
+            return [float(v) if v is not None else None for v in self.redis.hmget(self.keys.key_last_used, key_ids)]
+        except redis.RedisError:
+            return [None] * len(key_ids)
+
     def reconcile(self) -> int:
         """Publish every org whose version in Redis is behind the database. Returns how many."""
         session: Session = self._session()

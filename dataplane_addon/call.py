@@ -22,6 +22,7 @@ class McpCall:
     principal: Principal | None = None
     upstream: Upstream | None = None
     messages: list[Message] = field(default_factory=list)
+    lists: dict = field(default_factory=dict)  # request id -> */list method, answers to filter
     started: float = field(default_factory=time.perf_counter)
 
     @property

@@ -1,12 +1,15 @@
 """The addon chain, in the order a call goes through it: route, authenticate, resolve the
-connection, parse, inject, stream, record (tool-level authorization joins after parse). Each addon steps aside once an earlier one has answered."""
+connection, parse, authorize, inject, stream, inspect, record. Each addon steps aside once an earlier one has answered."""
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry
 
 from dataplane_addon.authenticate import Authenticator
+from dataplane_addon.authorize import ToolAuthorizer
 from dataplane_addon.inject import CredentialInjector
+from dataplane_addon.inspect import ListingFilter
+from dataplane_addon.key_usage import KeyUsageReporter
 from dataplane_addon.parse import JsonRpcParser
 from dataplane_addon.record import LocalEndpoints, Recorder
 from dataplane_addon.resolve import ConnectionResolver
@@ -27,8 +30,11 @@ def build_chain(store: SnapshotStore | None = None) -> list:
         LocalEndpoints(store, follower, registry),
         Authenticator(store),
         ConnectionResolver(store),
+        KeyUsageReporter(),
         JsonRpcParser(),
+        ToolAuthorizer(),
         CredentialInjector(),
         EventStreamPassthrough(),
+        ListingFilter(),
         Recorder(registry),
     ]

@@ -22,6 +22,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from shared.bus import BusKeys, ChangeMessage
+from shared.policy import Policy, PolicyError
 from shared.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ class Principal:
     key_id: str
     user_id: str
     expires_at: float | None
+    policy: Policy
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,9 +78,19 @@ class SnapshotStore:
         org = snapshot.org_id
         if snapshot.version <= self.versions.get(org, 0):
             return False
+        policies = {}
+        for policy_id, layers in snapshot.policies.items():
+            try:
+                policies[policy_id] = Policy(layers)
+            except PolicyError as exc:
+                log.error("snapshot %s v%d: policy %s is invalid (%s); its keys are refused",
+                          org, snapshot.version, policy_id, exc)
+        # A key whose policy is missing or invalid is left out: it gets 401, never a guess.
         principals = {
-            h: Principal(org_id=org, key_id=g.key_id, user_id=g.user_id, expires_at=g.expires_at)
+            h: Principal(org_id=org, key_id=g.key_id, user_id=g.user_id, expires_at=g.expires_at,
+                         policy=policies[g.policy])
             for h, g in ({} if snapshot.deleted else snapshot.api_keys).items()
+            if g.policy in policies
         }
         upstreams = {
             cid: upstream_from(cid, org, route)

@@ -10,7 +10,8 @@ from dataplane_addon.call import CALL
 
 class EventStreamPassthrough:
     def responseheaders(self, flow: http.HTTPFlow) -> None:
-        if flow.metadata.get(CALL) is None or flow.response is None:
-            return
+        call = flow.metadata.get(CALL)
+        if call is None or flow.response is None or call.lists:
+            return  # listings are buffered, to be filtered
         if flow.response.headers.get("Content-Type", "").startswith("text/event-stream"):
             flow.response.stream = True

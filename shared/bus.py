@@ -7,6 +7,8 @@ installations or test runs can share one Redis):
 - ``<p>:snapshots``  hash  org_id -> snapshot JSON (see ``shared.snapshot``)
 - ``<p>:versions``   hash  org_id -> version of the snapshot stored above
 - ``<p>:changes``    pub/sub channel; each message is ``{"org_id": "…", "version": N}``
+- ``<p>:key_last_used`` hash  key_id -> unix seconds of its latest use seen by a data plane
+                     (written at most once a minute per key by each data plane)
 
 Publishing is compare-and-set on the version, in one Lua script, so two control-plane workers
 racing can never replace a newer snapshot with an older one, and a message is sent only when
@@ -42,6 +44,10 @@ class BusKeys:
     @property
     def changes(self) -> str:
         return f"{self.prefix}:changes"
+
+    @property
+    def key_last_used(self) -> str:
+        return f"{self.prefix}:key_last_used"
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,9 +13,17 @@ Layout (JSON, ``schema`` 1)::
                     "status": "active", "headers": {"X-Api-Key": "…"}}
       },
       "api_keys": {
-        "<sha256 of the key>": {"key_id": "key_…", "user_id": "usr_…", "expires_at": null}
+        "<sha256 of the key>": {"key_id": "key_…", "user_id": "usr_…", "expires_at": null,
+                                "policy": "role:member"}
+      },
+      "policies": {                # permission documents (shared.policy) that must all allow
+        "role:member": [{"tools": {"*": ["*"]}, …}],
+        "key:key_…":   [{…the role's…}, {…the key's narrowing scope…}]
       }
     }
+
+Keys share their role's policy unless narrowed, so 10,000 keys of 100 roles carry ~100
+policies, each compiled once by the data plane.
 
 The data plane never decides on anything that is not in here.
 """
@@ -43,6 +51,7 @@ class KeyGrant:
     key_id: str
     user_id: str
     expires_at: float | None = None  # unix seconds
+    policy: str = ""  # an id in Snapshot.policies
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +60,7 @@ class Snapshot:
     version: int
     connections: dict[str, ConnectionRoute] = field(default_factory=dict)
     api_keys: dict[str, KeyGrant] = field(default_factory=dict)
+    policies: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     deleted: bool = False
 
     def to_json(self) -> str:
@@ -68,4 +78,5 @@ class Snapshot:
             deleted=bool(doc.get("deleted", False)),
             connections={cid: ConnectionRoute(**c) for cid, c in doc.get("connections", {}).items()},
             api_keys={h: KeyGrant(**k) for h, k in doc.get("api_keys", {}).items()},
+            policies={p: list(layers) for p, layers in doc.get("policies", {}).items()},
         )

@@ -147,9 +147,9 @@ class Gateway:
         delete_prefix(self.redis_url, self.prefix)
         return code
 
-    def mesh(self, *args: str) -> dict | list:
+    def mesh(self, *args: str, stdin: str | None = None) -> dict | list:
         """Run a `mesh` command with --json against this gateway's database."""
-        out = subprocess.run([MESH, *args, "--json"], env=self.env, cwd=ROOT,
+        out = subprocess.run([MESH, *args, "--json"], env=self.env, cwd=ROOT, input=stdin,
                              capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, f"mesh {' '.join(args)} failed: {out.stderr}"
         return json.loads(out.stdout)
@@ -159,6 +159,25 @@ class Gateway:
 
     def create_key(self, name: str, *extra: str) -> str:
         return self.mesh("keys", "create", "--name", name, *extra)["key"]
+
+    def add_user(self, email: str, role: str, org: str | None = None) -> None:
+        """A user who is a member with ``role`` (of the default org, unless ``org``)."""
+        self.mesh("users", "create", "--email", email, "--password-stdin", stdin="a long enough password\n")
+        self.mesh("members", "add", "--email", email, "--role", role, *(["--org", org] if org else []))
+
+
+def call_tool_status(url: str, key: str, tool: str, arguments: dict | None = None) -> tuple[int, dict]:
+    """One stateless tools/call over plain HTTP: (HTTP status, JSON-RPC answer or {})."""
+    body = rpc("tools/call", {"name": tool, "arguments": arguments or {}})
+    response = httpx2.post(url, json=body, headers=mcp_headers(body, key), timeout=10)
+    text = response.text
+    if response.headers.get("content-type", "").startswith("text/event-stream"):
+        data = [line[5:].strip() for line in text.splitlines() if line.startswith("data:")]
+        text = data[-1] if data else "{}"
+    try:
+        return response.status_code, json.loads(text)
+    except ValueError:
+        return response.status_code, {}
 
 
 @asynccontextmanager

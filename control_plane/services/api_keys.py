@@ -1,36 +1,82 @@
-"""API keys: shown once at creation, stored as a SHA-256 hash with a visible prefix."""
+"""API keys: shown once at creation, stored as a SHA-256 hash with a visible prefix, optionally
+narrowed to part of the owner's permissions and optionally expiring.
+
+Members make and revoke their own keys; ``keys.manage`` lets an admin list and revoke anyone's.
+Nobody but the operator mints a key for someone else (that would be impersonation)."""
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any
+
 import sqlalchemy as sa
+from flask import current_app
 
-from control_plane.models import ApiKey, Organization, User, db, utcnow
+from control_plane.models import ApiKey, Member, Organization, User, db, utcnow
 from control_plane.services import commit_and_publish, org_changed
-from control_plane.services.errors import InvalidInput, NotFound
+from control_plane.services.actors import OPERATOR, Actor, require
+from control_plane.services.errors import Forbidden, InvalidInput, NotFound
 from shared.apikeys import generate_key, hash_key
+from shared.policy import PolicyError, normalize
 
 
-def create_api_key(org: Organization, user: User, name: str) -> tuple[str, ApiKey]:
+def create_api_key(org: Organization, user: User, name: str, *, scope: Any = None,
+                   expires_at: datetime | None = None, actor: Actor = OPERATOR) -> tuple[str, ApiKey]:
     """Returns the key itself (the only time it exists outside the caller) and its row."""
-    name = name.strip()
+    require(actor, org)
+    if not actor.is_operator and actor.user_id != user.id:
+        raise Forbidden("API keys can only be created by their own user")
+    if not db.session.scalar(sa.select(Member.id).where(Member.org_id == org.id, Member.user_id == user.id)):
+        raise NotFound(f"{user.email} is not a member of {org.slug}")
+    name = (name or "").strip()
     if not name or len(name) > 200:
         raise InvalidInput("an API key needs a name of 1 to 200 characters")
+    if scope is not None:
+        try:
+            scope = normalize(scope)
+        except PolicyError as error:
+            raise InvalidInput(f"invalid scope: {error}") from None
+    if expires_at is not None and expires_at <= utcnow():
+        raise InvalidInput("the expiry must be in the future")
     key, prefix = generate_key()
-    row = ApiKey(org_id=org.id, user_id=user.id, name=name, prefix=prefix, key_hash=hash_key(key))
+    row = ApiKey(org_id=org.id, user_id=user.id, name=name, prefix=prefix, key_hash=hash_key(key), scope=scope,
+                 expires_at=expires_at)
     db.session.add(row)
     org_changed(org.id)
     commit_and_publish(org.id)
     return key, row
 
 
-def revoke_api_key(org: Organization, key_id: str) -> None:
-    row = db.session.scalar(sa.select(ApiKey).where(ApiKey.id == key_id, ApiKey.org_id == org.id))
+def _visible(org: Organization, actor: Actor):
+    query = sa.select(ApiKey).where(ApiKey.org_id == org.id)
+    if not actor.is_operator and not actor.policy.may_manage("keys.manage"):
+        query = query.where(ApiKey.user_id == actor.user_id)
+    return query
+
+
+def revoke_api_key(org: Organization, key_id: str, *, actor: Actor = OPERATOR) -> ApiKey:
+    require(actor, org)
+    row = db.session.scalar(_visible(org, actor).where(ApiKey.id == key_id))
     if row is None:
         raise NotFound(f"no API key {key_id!r} in {org.slug}")
-    row.revoked_at = utcnow()
-    org_changed(org.id)
-    commit_and_publish(org.id)
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+        org_changed(org.id)
+        commit_and_publish(org.id)
+    return row
 
 
-def list_api_keys(org: Organization) -> list[ApiKey]:
-    return list(db.session.scalars(sa.select(ApiKey).where(ApiKey.org_id == org.id).order_by(ApiKey.created_at)))
+def list_api_keys(org: Organization, *, actor: Actor = OPERATOR) -> list[ApiKey]:
+    """Keys the actor may see, with ``last_used_at`` brought up to date from what the data
+    planes reported (they note use in Redis, at most once a minute per key)."""
+    require(actor, org)
+    rows = list(db.session.scalars(_visible(org, actor).order_by(ApiKey.created_at)))
+    publisher = current_app.extensions.get("mesh.publisher")
+    if publisher is not None and rows:
+        for row, seen in zip(rows, publisher.key_last_used([r.id for r in rows])):
+            if seen is not None:
+                used = datetime.utcfromtimestamp(seen)
+                if row.last_used_at is None or used > row.last_used_at:
+                    row.last_used_at = used
+        db.session.commit()
+    return rows

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 
 from control_plane.models import Connection, Organization, db
 from control_plane.services import commit_and_publish, org_changed
+from control_plane.services.actors import OPERATOR, Actor, require
 from control_plane.services.errors import InvalidInput
 
 TRANSPORTS = ("http",)
@@ -47,7 +48,8 @@ def parse_header(spec: str) -> tuple[str, str]:
 
 
 def create_connection(org: Organization, name: str, url: str, headers: dict[str, str] | None = None,
-                      transport: str = "http") -> Connection:
+                      transport: str = "http", *, actor: Actor = OPERATOR) -> Connection:
+    require(actor, org, "connections.write")
     name = name.strip()
     if not name or len(name) > 200:
         raise InvalidInput("a connection needs a name of 1 to 200 characters")
@@ -61,7 +63,8 @@ def create_connection(org: Organization, name: str, url: str, headers: dict[str,
     return connection
 
 
-def list_connections(org: Organization) -> list[Connection]:
+def list_connections(org: Organization, *, actor: Actor = OPERATOR) -> list[Connection]:
+    require(actor, org, "connections.read")
     return list(db.session.scalars(
         sa.select(Connection).where(Connection.org_id == org.id).order_by(Connection.created_at, Connection.id)
     ))

@@ -15,3 +15,7 @@ class Conflict(ServiceError):
 
 class InvalidInput(ServiceError):
     pass
+
+
+class Forbidden(ServiceError):
+    """The actor is in the org but lacks a permission; the message names it."""

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
 from dataclasses import dataclass
+from datetime import timedelta
 
 import sqlalchemy as sa
 from argon2 import PasswordHasher
 
-from control_plane.models import Member, Organization, User, db
+from control_plane.models import Invitation, Member, Organization, User, db, utcnow
 from control_plane.services import commit_and_publish, org_changed
-from control_plane.services.errors import Conflict, InvalidInput, NotFound
+from control_plane.services.actors import OPERATOR, Actor, custom_role_documents, require, require_grantable
+from control_plane.services.errors import Conflict, Forbidden, InvalidInput, NotFound
+from shared.apikeys import hash_key
+from shared.policy import role_document
 
 _hasher = PasswordHasher()
-ROLES = ("owner", "admin", "member")
 
 
 def _slugify(name: str) -> str:
@@ -49,23 +53,119 @@ def create_org(name: str, owner: User, slug: str | None = None) -> Organization:
     return org
 
 
-def add_member(org: Organization, user: User, role: str = "member") -> Member:
-    if role not in ROLES:
-        raise InvalidInput(f"unknown role {role!r}; expected one of {', '.join(ROLES)}")
-    member = Member(org_id=org.id, user_id=user.id, role=role)
+def _member(org: Organization, user: User) -> Member:
+    member = db.session.scalar(sa.select(Member).where(Member.org_id == org.id, Member.user_id == user.id))
+    if member is None:
+        raise NotFound(f"{user.email} is not a member of {org.slug}")
+    return member
+
+
+def _role_for(org: Organization, role: str, actor: Actor) -> str:
+    from control_plane.services.roles import resolve_role
+
+    stored = resolve_role(org, role)
+    require_grantable(actor, role_document(stored, custom_role_documents(org.id)))
+    if stored == "owner" and not actor.is_operator and actor.role != "owner":
+        raise Forbidden("only an owner can make someone an owner")
+    return stored
+
+
+def _keep_an_owner(org: Organization, leaving: Member) -> None:
+    if leaving.role != "owner":
+        return
+    owners = db.session.scalar(sa.select(sa.func.count()).select_from(Member)
+                               .where(Member.org_id == org.id, Member.role == "owner"))
+    if owners <= 1:
+        raise Conflict(f"{org.slug} would have no owner left; make someone else owner first")
+
+
+def add_member(org: Organization, user: User, role: str = "member", *, actor: Actor = OPERATOR) -> Member:
+    require(actor, org, "members.manage")
+    stored = _role_for(org, role, actor)
+    if db.session.scalar(sa.select(Member.id).where(Member.org_id == org.id, Member.user_id == user.id)):
+        raise Conflict(f"{user.email} is already a member of {org.slug}")
+    member = Member(org_id=org.id, user_id=user.id, role=stored)
     db.session.add(member)
     org_changed(org.id)
     commit_and_publish(org.id)
     return member
 
 
-def remove_member(org: Organization, user: User) -> None:
-    member = db.session.scalar(sa.select(Member).where(Member.org_id == org.id, Member.user_id == user.id))
-    if member is None:
-        raise NotFound(f"{user.email} is not a member of {org.slug}")
+def update_member_role(org: Organization, user: User, role: str, *, actor: Actor = OPERATOR) -> Member:
+    require(actor, org, "members.manage")
+    member = _member(org, user)
+    stored = _role_for(org, role, actor)
+    if member.role == "owner" and stored != "owner":
+        if not actor.is_operator and actor.role != "owner":
+            raise Forbidden("only an owner can change an owner's role")
+        _keep_an_owner(org, member)
+    member.role = stored
+    org_changed(org.id)
+    commit_and_publish(org.id)
+    return member
+
+
+def remove_member(org: Organization, user: User, *, actor: Actor = OPERATOR) -> None:
+    if actor.user_id != user.id:  # leaving needs no permission; removing someone else does
+        require(actor, org, "members.manage")
+    else:
+        require(actor, org)
+    member = _member(org, user)
+    if member.role == "owner" and not actor.is_operator and actor.role != "owner":
+        raise Forbidden("only an owner can remove an owner")
+    _keep_an_owner(org, member)
     db.session.delete(member)
     org_changed(org.id)
     commit_and_publish(org.id)
+
+
+def list_members(org: Organization, *, actor: Actor = OPERATOR) -> list[tuple[Member, User]]:
+    require(actor, org, "members.read")
+    return list(db.session.execute(
+        sa.select(Member, User).join(User, User.id == Member.user_id).where(Member.org_id == org.id)
+        .order_by(Member.created_at)
+    ).tuples())
+
+
+INVITATION_TTL = timedelta(days=7)
+email_log = logging.getLogger("mesh.email")
+
+
+def invite(org: Organization, email: str, role: str = "member", *, actor: Actor = OPERATOR) -> str:
+    """Invite ``email`` into ``org``; returns the single-use token. Until an email provider exists
+    the email is written to the console log (``mesh.email``), which is where the token goes."""
+    require(actor, org, "members.manage")
+    email = email.strip().lower()
+    if "@" not in email or len(email) > 255:
+        raise InvalidInput(f"not an email address: {email!r}")
+    stored = _role_for(org, role, actor)
+    token = "inv_" + secrets.token_urlsafe(24)
+    db.session.add(Invitation(org_id=org.id, email=email, role=stored, token_hash=hash_key(token),
+                              invited_by=actor.user_id, expires_at=utcnow() + INVITATION_TTL))
+    db.session.commit()
+    email_log.info("To: %s | Subject: you are invited to %s on MCP Mesh | Accept with: "
+                   "mesh members accept --token %s", email, org.name, token)
+    return token
+
+
+def accept_invitation(token: str, password: str | None = None) -> Member:
+    """Join the org of an invitation; creates the user (with ``password``) if there is none."""
+    invitation = db.session.scalar(sa.select(Invitation).where(Invitation.token_hash == hash_key(token)))
+    if invitation is None or invitation.accepted_at is not None or invitation.expires_at <= utcnow():
+        raise NotFound("this invitation does not exist, was used, or has expired")
+    user = db.session.scalar(sa.select(User).where(User.email == invitation.email))
+    if user is None:
+        if not password or len(password) < 12:
+            raise InvalidInput("a new account needs a password of at least 12 characters")
+        user = create_user(invitation.email, password)
+    if db.session.scalar(sa.select(Member.id).where(Member.org_id == invitation.org_id, Member.user_id == user.id)):
+        raise Conflict(f"{user.email} is already a member")
+    invitation.accepted_at = utcnow()
+    member = Member(org_id=invitation.org_id, user_id=user.id, role=invitation.role)
+    db.session.add(member)
+    org_changed(invitation.org_id)
+    commit_and_publish(invitation.org_id)
+    return member
 
 
 def find_org(ref: str | None) -> Organization:

@@ -8,7 +8,8 @@ def snap(version: int, org: str = "org_a", conns=("conn_1",), keys=("h1",), dele
     return Snapshot(
         org_id=org, version=version, deleted=deleted,
         connections={c: ConnectionRoute(name=c, url=f"https://up.example:8443/{c}?v=1") for c in conns},
-        api_keys={k: KeyGrant(key_id=f"key_{k}", user_id="usr_1") for k in keys},
+        api_keys={k: KeyGrant(key_id=f"key_{k}", user_id="usr_1", policy="role:member") for k in keys},
+        policies={"role:member": [{"tools": {"*": ["*"]}}]},
     )
 
 
@@ -50,3 +51,14 @@ def test_a_tombstone_removes_the_org():
 def test_snapshots_survive_a_round_trip_through_json():
     original = snap(3, conns=("conn_1", "conn_2"), keys=("h1",))
     assert Snapshot.from_json(original.to_json()) == original
+
+
+def test_a_key_whose_policy_is_missing_or_invalid_is_refused():
+    store = SnapshotStore()
+    store.apply(Snapshot(org_id="org_a", version=1, api_keys={
+        "h_missing": KeyGrant(key_id="k1", user_id="u", policy="role:gone"),
+        "h_invalid": KeyGrant(key_id="k2", user_id="u", policy="bad"),
+        "h_ok": KeyGrant(key_id="k3", user_id="u", policy="ok"),
+    }, policies={"bad": [{"tools": "not a mapping"}], "ok": [{"tools": {"conn_1": ["echo"]}}]}))
+    assert store.principal("h_missing") is None and store.principal("h_invalid") is None
+    assert store.principal("h_ok").policy.allows("tools", "conn_1", "echo")

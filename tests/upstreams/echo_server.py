@@ -1,7 +1,7 @@
 """A real upstream MCP server for tests, built with the `mcp` SDK: tools ``echo`` and ``add``.
 
-Run as ``python -m tests.upstreams.echo_server PORT [HEADER_LOG]``. Every request's method, path
-and headers are appended to HEADER_LOG as JSON lines, so tests can assert on exactly what
+Run as ``python -m tests.upstreams.echo_server PORT [HEADER_LOG]``. Every request's method, path,
+headers and body are appended to HEADER_LOG as JSON lines, so tests can assert on exactly what
 reached the upstream (and that a denied call never did).
 """
 
@@ -32,11 +32,25 @@ def build(header_log: str | None):
         return app
 
     async def recording(scope, receive, send):
-        if scope["type"] == "http":
-            with open(header_log, "a") as log:
-                headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
-                log.write(json.dumps({"method": scope["method"], "path": scope["path"], "headers": headers}) + "\n")
-        await app(scope, receive, send)
+        if scope["type"] != "http":
+            return await app(scope, receive, send)
+        entry = {"method": scope["method"], "path": scope["path"],
+                 "headers": {k.decode().lower(): v.decode() for k, v in scope["headers"]}, "body": ""}
+        with open(header_log, "a") as log:
+            log.write(json.dumps(entry) + "\n")
+        chunks: list[bytes] = []
+
+        async def receive_and_record():
+            message = await receive()
+            if message["type"] == "http.request":
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body"):
+                    with open(header_log, "a") as log:
+                        body = b"".join(chunks).decode(errors="replace")
+                        log.write(json.dumps({**entry, "body": body}) + "\n")
+            return message
+
+        await app(scope, receive_and_record, send)
 
     return recording
 

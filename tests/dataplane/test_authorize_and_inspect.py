@@ -1,0 +1,79 @@
+"""The authorizer and the listing filter, driven as mitmproxy drives them, on test flows."""
+
+from __future__ import annotations
+
+import json
+
+from mitmproxy.test import taddons, tflow, tutils
+
+from dataplane_addon.authorize import FORBIDDEN, ToolAuthorizer
+from dataplane_addon.call import CALL, McpCall
+from dataplane_addon.inspect import ListingFilter
+from dataplane_addon.parse import JsonRpcParser
+from dataplane_addon.snapshot_store import Principal, Upstream
+from shared.policy import Policy
+
+UPSTREAM = Upstream("conn_1", "org_a", "mail", "http", "127.0.0.1", 9, "/mcp", "", ())
+
+
+def flow_for(body, scope=({"tools": {"conn_1": ["echo", "list_*"]}},)):
+    flow = tflow.tflow(req=tutils.treq(method=b"POST", path=b"/mcp/conn_1", content=json.dumps(body).encode()))
+    flow.metadata[CALL] = McpCall("conn_1", principal=Principal("org_a", "key_1", "usr_1", None, Policy(scope)),
+                                  upstream=UPSTREAM)
+    with taddons.context():
+        JsonRpcParser().request(flow)
+        ToolAuthorizer().request(flow)
+    return flow
+
+
+def call(name, request_id=1):
+    return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": {"name": name, "arguments": {}}}
+
+
+def test_an_allowed_call_goes_on_and_a_denied_one_is_answered_here():
+    assert flow_for(call("echo")).response is None
+    denied = flow_for(call("delete_everything", 5))
+    answer = json.loads(denied.response.content)
+    assert answer["id"] == 5 and answer["error"]["code"] == FORBIDDEN
+    assert "'delete_everything'" in answer["error"]["message"] and "conn_1" in answer["error"]["message"]
+
+
+def test_notifications_pings_and_responses_pass():
+    for body in ({"jsonrpc": "2.0", "method": "notifications/initialized"},
+                 {"jsonrpc": "2.0", "id": 1, "method": "ping"},
+                 {"jsonrpc": "2.0", "id": "srv-1", "result": {}}):
+        assert flow_for(body).response is None
+
+
+TOOLS = {"tools": [{"name": n, "inputSchema": {"type": "object"}} for n in ("echo", "add", "list_mail", "delete")]}
+
+
+def listed(flow, content_type: str, body: bytes) -> bytes:
+    flow.response = tutils.tresp(content=body, headers=[(b"Content-Type", content_type.encode())])
+    with taddons.context():
+        ListingFilter().response(flow)
+    return flow.response.content
+
+
+def test_json_listings_keep_only_allowed_tools():
+    flow = flow_for({"jsonrpc": "2.0", "id": 3, "method": "tools/list"})
+    out = json.loads(listed(flow, "application/json", json.dumps({"jsonrpc": "2.0", "id": 3, "result": TOOLS}).encode()))
+    assert [t["name"] for t in out["result"]["tools"]] == ["echo", "list_mail"]
+
+
+def test_event_stream_listings_are_filtered_exactly_like_json_and_keep_event_fields():
+    flow = flow_for({"jsonrpc": "2.0", "id": 3, "method": "tools/list"})
+    message = json.dumps({"jsonrpc": "2.0", "id": 3, "result": TOOLS})
+    progress = json.dumps({"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progress": 1}})
+    stream = f": hello\r\nid: ev-1\r\nevent: message\r\ndata: {progress}\r\n\r\nid: ev-2\ndata: {message}\n\n".encode()
+    out = listed(flow, "text/event-stream", stream).decode()
+    assert ": hello\n" in out and "id: ev-1\n" in out and "event: message\n" in out and "id: ev-2\n" in out
+    data = [json.loads(line[6:]) for line in out.splitlines() if line.startswith("data: ")]
+    assert data[0]["method"] == "notifications/progress"
+    assert [t["name"] for t in data[1]["result"]["tools"]] == ["echo", "list_mail"]
+
+
+def test_answers_to_other_requests_are_left_as_they_are():
+    flow = flow_for(call("echo", 4))
+    body = json.dumps({"jsonrpc": "2.0", "id": 4, "result": {"tools": [{"name": "add"}]}}).encode()
+    assert listed(flow, "application/json", body) == body
