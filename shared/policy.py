@@ -151,10 +151,11 @@ class Layer:
 class Policy:
     """What one principal may do: every layer must allow."""
 
-    __slots__ = ("layers",)
+    __slots__ = ("layers", "source")
 
     def __init__(self, docs: Iterable[Mapping[str, Any]]):
-        self.layers = tuple(Layer.compile(doc) for doc in docs)
+        self.source = list(docs)  # as given, so an unchanged policy can be recognised and reused
+        self.layers = tuple(Layer.compile(doc) for doc in self.source)
         if not self.layers:
             raise PolicyError("a policy needs at least one permission document")
 

@@ -62,3 +62,16 @@ def test_a_key_whose_policy_is_missing_or_invalid_is_refused():
     }, policies={"bad": [{"tools": "not a mapping"}], "ok": [{"tools": {"conn_1": ["echo"]}}]}))
     assert store.principal("h_missing") is None and store.principal("h_invalid") is None
     assert store.principal("h_ok").policy.allows("tools", "conn_1", "echo")
+
+
+def test_unchanged_policies_and_upstreams_are_reused_by_the_next_version():
+    store = SnapshotStore()
+    store.apply(snap(1, conns=("conn_1", "conn_2"), keys=("h1",)))
+    policy, upstream = store.principal("h1").policy, store.upstream("conn_1")
+    store.apply(snap(2, conns=("conn_1", "conn_2"), keys=("h1", "h2")))
+    assert store.principal("h2").policy is policy and store.upstream("conn_1") is upstream
+    changed = snap(3, conns=("conn_1",), keys=("h1",))
+    changed.policies["role:member"] = [{"tools": {"*": ["echo"]}}]
+    store.apply(changed)
+    assert store.principal("h1").policy is not policy
+    assert not store.principal("h1").policy.allows("tools", "conn_1", "add")
