@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -98,8 +99,18 @@ class GatewayRunner:
         self._spawn("data plane", [
             sys.executable, "-m", "dataplane_addon", "--listen-host", s.listen_host, "--port", str(s.port),
             "--control-plane", f"127.0.0.1:{s.control_plane_port}", "--redis-url", s.redis_url,
-            "--redis-prefix", s.redis_prefix,
+            "--redis-prefix", s.redis_prefix, "--body-size-limit", s.max_request_body,
+            "--upstream-timeout", str(s.upstream_timeout), "--session-secret-file", str(self._session_secret()),
         ])
+
+    def _session_secret(self):
+        """The secret binding MCP sessions to callers; kept, so sessions survive a restart."""
+        path = self.settings.data_dir / "session.key"
+        if not path.exists():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_hex(32))
+        return path
 
     def stop(self) -> None:
         self._stopping = True

@@ -8,6 +8,8 @@
 - ``PORT``           the gateway's single front door (default 3000)
 - ``HOST``           the address it listens on (default 127.0.0.1; 0.0.0.0 in containers)
 - ``CONTROL_PLANE_PORT`` the Flask app's internal port on 127.0.0.1 (default PORT + 1)
+- ``MESH_MAX_REQUEST_BODY`` largest MCP request body (default ``4m``); larger get 413
+- ``MESH_UPSTREAM_TIMEOUT`` seconds an upstream may take to start answering (default 60); then 504
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ class Settings:
     port: int
     control_plane_port: int
     listen_host: str = "127.0.0.1"
+    max_request_body: str = "4m"
+    upstream_timeout: float = 60.0
 
     def child_env(self) -> dict[str, str]:
         """The environment that makes a child process see exactly these settings."""
@@ -57,6 +61,8 @@ class Settings:
             "PORT": str(self.port),
             "CONTROL_PLANE_PORT": str(self.control_plane_port),
             "HOST": self.listen_host,
+            "MESH_MAX_REQUEST_BODY": self.max_request_body,
+            "MESH_UPSTREAM_TIMEOUT": str(self.upstream_timeout),
         }
 
     @classmethod
@@ -74,4 +80,6 @@ class Settings:
             port=port,
             control_plane_port=int(env.get("CONTROL_PLANE_PORT") or port + 1),
             listen_host=env.get("HOST") or "127.0.0.1",
+            max_request_body=env.get("MESH_MAX_REQUEST_BODY") or "4m",
+            upstream_timeout=float(env.get("MESH_UPSTREAM_TIMEOUT") or 60),
         )

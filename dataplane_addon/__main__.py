@@ -19,6 +19,9 @@ from mitmproxy.master import Master
 from dataplane_addon.chain import build_chain
 
 DEFAULT_BODY_LIMIT = "4m"
+# mitmproxy's own cap, on requests and responses alike: a memory guard well above any MCP
+# request (those are limited to --body-size-limit by the routing addon, with a JSON answer).
+HARD_BODY_CAP = "64m"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -29,7 +32,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--redis-prefix", default="mesh")
     parser.add_argument("--body-size-limit", default=DEFAULT_BODY_LIMIT, help="larger requests get 413")
+    parser.add_argument("--upstream-timeout", type=float, default=60.0,
+                        help="seconds an upstream may take to start answering before the caller gets 504")
+    parser.add_argument("--idle-timeout", type=int, default=3600,
+                        help="seconds of silence after which a connection (e.g. an idle SSE stream) is closed")
+    parser.add_argument("--session-secret-file", help="file with the hex secret that binds MCP sessions to "
+                        "callers; data planes sharing traffic must share it (default: random per process)")
     return parser.parse_args(argv)
+
+
+def session_secret(path: str | None) -> str:
+    if not path:
+        return ""
+    with open(path) as handle:
+        return handle.read().strip()
 
 
 async def serve(args: argparse.Namespace) -> None:
@@ -42,7 +58,11 @@ async def serve(args: argparse.Namespace) -> None:
     opts.update(
         mode=[f"reverse:http://{args.control_plane}@{args.listen_host}:{args.port}"],
         connection_strategy="lazy",
-        body_size_limit=args.body_size_limit,
+        body_size_limit=HARD_BODY_CAP,
+        mesh_max_request_body=args.body_size_limit,
+        tcp_timeout=args.idle_timeout,
+        mesh_upstream_timeout=args.upstream_timeout,
+        mesh_session_secret=session_secret(args.session_secret_file),
         stream_large_bodies=None,  # never: streamed bodies skip inspection
         mesh_control_plane=args.control_plane,
         mesh_redis_url=args.redis_url,

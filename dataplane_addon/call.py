@@ -23,6 +23,9 @@ class McpCall:
     upstream: Upstream | None = None
     messages: list[Message] = field(default_factory=list)
     lists: dict = field(default_factory=dict)  # request id -> */list method, answers to filter
+    timed_out: bool = False
+    timer: object | None = None  # the pending upstream timeout (asyncio.TimerHandle)
+    messages_out: int = 0  # JSON-RPC messages seen in the answer
     started: float = field(default_factory=time.perf_counter)
 
     @property

@@ -1,5 +1,6 @@
 """The addon chain, in the order a call goes through it: route, authenticate, resolve the
-connection, parse, authorize, inject, stream, inspect, record. Each addon steps aside once an earlier one has answered."""
+connection, parse, authorize, bind the session, inject, time the upstream, stream, inspect,
+record. Each addon steps aside once an earlier one has answered."""
 
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ from dataplane_addon.inject import CredentialInjector
 from dataplane_addon.inspect import ListingFilter
 from dataplane_addon.key_usage import KeyUsageReporter
 from dataplane_addon.parse import JsonRpcParser
+from dataplane_addon.protocol_errors import ProtocolErrors
 from dataplane_addon.record import LocalEndpoints, Recorder
 from dataplane_addon.resolve import ConnectionResolver
 from dataplane_addon.routing import Router
 from dataplane_addon.snapshot_store import SnapshotFollower, SnapshotStore
-from dataplane_addon.stream import EventStreamPassthrough
-from dataplane_addon.upstream_errors import UpstreamErrors
+from dataplane_addon.sessions import SessionBinding
+from dataplane_addon.stream import EventStreamInspector
+from dataplane_addon.upstream_timeout import UpstreamTimeout
 
 
 def build_chain(store: SnapshotStore | None = None) -> list:
@@ -25,7 +28,7 @@ def build_chain(store: SnapshotStore | None = None) -> list:
     follower = SnapshotFollower(store)
     return [
         follower,
-        UpstreamErrors(),
+        ProtocolErrors(),
         Router(),
         LocalEndpoints(store, follower, registry),
         Authenticator(store),
@@ -33,8 +36,10 @@ def build_chain(store: SnapshotStore | None = None) -> list:
         KeyUsageReporter(),
         JsonRpcParser(),
         ToolAuthorizer(),
+        SessionBinding(),
         CredentialInjector(),
-        EventStreamPassthrough(),
+        UpstreamTimeout(),
+        EventStreamInspector(),
         ListingFilter(),
         Recorder(registry),
     ]

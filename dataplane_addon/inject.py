@@ -22,6 +22,7 @@ class CredentialInjector:
         query = request.path.partition("?")[2]
         for name in CALLER_CREDENTIALS:
             request.headers.pop(name, None)
+        request.anticomp()  # plain answers, so event streams can be inspected chunk by chunk
         request.scheme = upstream.scheme
         request.host = upstream.host  # also rewrites Host, which the upstream checks
         request.port = upstream.port

@@ -1,61 +1,49 @@
-"""Inspect: answers to ``tools/list``, ``prompts/list``, ``resources/list`` and
-``resources/templates/list`` keep only what the caller's policy allows, whether the upstream
-answered with JSON or with server-sent events. Such answers are short and are buffered to be
-filtered (``stream`` leaves them alone); everything else streams through untouched.
+"""Inspect: every JSON-RPC message an upstream sends back, in a JSON body (here) or in an event
+stream (``stream.EventRelay``), goes through ``inspect_message``: answers to ``tools/list``,
+``prompts/list``, ``resources/list`` and ``resources/templates/list`` keep only what the caller's
+policy allows, and each message is counted for the call's record.
 """
 
 from __future__ import annotations
 
 import json
-import logging
+from typing import Any
 
 from mitmproxy import http
 
-from dataplane_addon.call import CALL
+from dataplane_addon.call import CALL, McpCall
 from shared.policy import filter_listing
-from shared.sse import split_events
 
-log = logging.getLogger(__name__)
+
+def inspect_message(call: McpCall, message: Any) -> Any:
+    """The message as the caller may see it (the same object when nothing changes)."""
+    call.messages_out += 1
+    if isinstance(message, dict) and "result" in message and call.lists:
+        method = call.lists.get(message.get("id"))
+        if method is not None:
+            return {**message, "result": filter_listing(call.principal.policy, call.upstream.connection_id, method,
+                                                        message["result"])}
+    return message
 
 
 class ListingFilter:
+    """Inspects JSON answers (event streams are inspected as they stream)."""
+
     def response(self, flow: http.HTTPFlow) -> None:
         call = flow.metadata.get(CALL)
-        if call is None or not call.lists or flow.response is None or call.upstream is None:
+        if call is None or flow.response is None or call.upstream is None or flow.response.stream:
             return
-        content_type = flow.response.headers.get("Content-Type", "")
-        body = flow.response.get_content(strict=False) or b""
-        if content_type.startswith("application/json"):
-            filtered = self._filter_json(call, body)
-        elif content_type.startswith("text/event-stream"):
-            events, rest = split_events(body)
-            filtered = b"".join(self._filter_event(call, e) for e in events) + rest
+        if not flow.response.headers.get("Content-Type", "").startswith("application/json"):
+            return
+        try:
+            doc = json.loads(flow.response.get_content(strict=False) or b"")
+        except ValueError:
+            return
+        if isinstance(doc, list):
+            inspected = [inspect_message(call, m) for m in doc]
+            changed = any(a is not b for a, b in zip(inspected, doc))
         else:
-            return
-        if filtered is not None:
-            flow.response.set_content(filtered)
-
-    def _filter_message(self, call, message):
-        if isinstance(message, dict) and message.get("id") in call.lists and "result" in message:
-            method = call.lists[message["id"]]
-            return {**message, "result": filter_listing(call.principal.policy, call.upstream.connection_id, method,
-                                                        message["result"])}
-        return message
-
-    def _filter_json(self, call, body: bytes) -> bytes | None:
-        try:
-            doc = json.loads(body)
-        except ValueError:
-            return None
-        doc = [self._filter_message(call, m) for m in doc] if isinstance(doc, list) else self._filter_message(call, doc)
-        return json.dumps(doc, separators=(",", ":")).encode()
-
-    def _filter_event(self, call, event) -> bytes:
-        data = event.data
-        if data is None:
-            return event.encode()
-        try:
-            message = json.loads(data)
-        except ValueError:
-            return event.encode()
-        return event.with_data(json.dumps(self._filter_message(call, message), separators=(",", ":"))).encode()
+            inspected = inspect_message(call, doc)
+            changed = inspected is not doc
+        if changed:
+            flow.response.set_content(json.dumps(inspected, separators=(",", ":")).encode())

@@ -1,12 +1,14 @@
 """Parse: the body of an MCP POST as JSON-RPC, once, with ``shared.jsonrpc``. Bodies that are not
-JSON-RPC are answered 400 with the JSON-RPC error code and never forwarded."""
+JSON-RPC are answered 400 with the JSON-RPC error code and never forwarded, and so are bodies
+whose ``Mcp-Method`` / ``Mcp-Name`` headers say something else (-32020 HeaderMismatch): a header
+must never smuggle a call past the policy, which decides on the body."""
 
 from __future__ import annotations
 
 from mitmproxy import http
 
 from dataplane_addon.call import CALL, rpc_answer
-from shared.jsonrpc import PARSE_ERROR, JsonRpcError, parse_body
+from shared.jsonrpc import HEADER_MISMATCH, PARSE_ERROR, JsonRpcError, header_mismatch, parse_body
 
 
 class JsonRpcParser:
@@ -25,3 +27,7 @@ class JsonRpcParser:
             call.messages = parse_body(body)
         except JsonRpcError as error:
             flow.response = rpc_answer(400, error.code, error.message, error.request_id)
+            return
+        mismatch = header_mismatch(call.messages, list(flow.request.headers.items(multi=True)))
+        if mismatch is not None:
+            flow.response = rpc_answer(400, HEADER_MISMATCH, f"Header mismatch: {mismatch}", call.request_id)

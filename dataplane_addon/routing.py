@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from mitmproxy import ctx, http
 
+from mitmproxy.utils import human
+
 from dataplane_addon.call import CALL, LOCAL, McpCall, rpc_answer
 from shared.jsonrpc import INVALID_REQUEST
 
@@ -31,22 +33,34 @@ def not_found() -> http.Response:
     return rpc_answer(404, NOT_FOUND_CODE, "Not found: no such connection")
 
 
+def too_large() -> http.Response:
+    return rpc_answer(413, INVALID_REQUEST, "Payload too large: the body exceeds the gateway's limit")
+
+
 class Router:
     def __init__(self) -> None:
         self.control_plane = ("127.0.0.1", 3001)
+        self.max_body = 4 * 1024 * 1024
 
     def load(self, loader) -> None:
         loader.add_option("mesh_control_plane", str, "127.0.0.1:3001",
                           "HOST:PORT of the control plane's Flask app; every non-MCP path goes there.")
+        loader.add_option("mesh_max_request_body", str, "4m",
+                          "Largest MCP request body accepted (e.g. 4m, 512k); larger ones get 413.")
 
     def configure(self, updated) -> None:
-        if "mesh_control_plane" in updated:
-            from mitmproxy.exceptions import OptionsError
+        from mitmproxy.exceptions import OptionsError
 
+        if "mesh_control_plane" in updated:
             try:
                 self.control_plane = parse_control_plane(ctx.options.mesh_control_plane)
             except ValueError as exc:
                 raise OptionsError(f"mesh_control_plane: {exc}") from None
+        if "mesh_max_request_body" in updated:
+            try:
+                self.max_body = human.parse_size(ctx.options.mesh_max_request_body)
+            except ValueError as exc:
+                raise OptionsError(f"mesh_max_request_body: {exc}") from None
 
     def request(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live:
@@ -60,6 +74,8 @@ class Router:
             elif request.method not in MCP_METHODS:
                 flow.response = rpc_answer(405, INVALID_REQUEST, f"Method {request.method} is not allowed here",
                                            headers={"Allow": "POST, GET, DELETE"})
+            elif self.max_body is not None and len(request.raw_content or b"") > self.max_body:
+                flow.response = too_large()
             else:
                 flow.metadata[CALL] = McpCall(connection_id)
         elif path in LOCAL_PATHS:

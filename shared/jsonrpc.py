@@ -101,3 +101,40 @@ def error_body(code: int, message: str, request_id: RequestId = None, data: Any 
     if data is not None:
         error["data"] = data
     return json.dumps({"jsonrpc": "2.0", "id": request_id, "error": error}).encode()
+
+
+def header_mismatch(messages: list[Message], headers: list[tuple[str, str]]) -> str | None:
+    """Why the ``Mcp-Method`` / ``Mcp-Name`` headers disagree with the body, or None if they agree.
+
+    Uses the `mcp` SDK's own definitions (which method mirrors which field, how header values are
+    encoded), so the gateway and SDK servers judge alike. Headers are never trusted for decisions;
+    this check only stops a header from telling an intermediary something the body does not say.
+    ``Mcp-Param-*`` headers mirror tool arguments by schema and are left to the upstream: no
+    decision of the gateway rests on them.
+    """
+    from mcp.shared.inbound import (
+        MCP_METHOD_HEADER, MCP_NAME_HEADER, NAME_BEARING_METHODS, decode_header_value, find_duplicated_routing_header,
+    )
+
+    duplicated = find_duplicated_routing_header(headers)
+    if duplicated is not None:
+        return f"the {duplicated} header appears more than once"
+    lowered = {name.lower(): value for name, value in headers}
+    method_header = lowered.get(MCP_METHOD_HEADER)
+    name_header = lowered.get(MCP_NAME_HEADER)
+    if method_header is None and name_header is None:
+        return None
+    if len(messages) != 1 or messages[0].kind == "response":
+        return "Mcp-Method and Mcp-Name describe a single request, and the body is not one"
+    message = messages[0]
+    if method_header is not None and method_header != message.method:
+        return f"the Mcp-Method header says {method_header!r} and the body says {message.method!r}"
+    field = NAME_BEARING_METHODS.get(message.method)
+    body_name = (message.params or {}).get(field) if field else None
+    if name_header is None:
+        return f"Mcp-Name is missing for {message.method}" if body_name is not None else None
+    if field is None:
+        return f"Mcp-Name was sent, and {message.method} names nothing"
+    if decode_header_value(name_header) != body_name:
+        return f"the Mcp-Name header does not match the body's {field!r}"
+    return None

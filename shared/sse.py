@@ -34,13 +34,19 @@ class Event:
 
 
 def split_events(buffer: bytes) -> tuple[list[Event], bytes]:
-    """The complete events at the start of ``buffer`` and the incomplete rest."""
+    """The complete events at the start of ``buffer`` and the incomplete rest.
+
+    A trailing ``\r`` is held back: it may be the first half of a ``\r\n`` split across two
+    network chunks, and read alone it would end a line that has not ended."""
+    held = b""
+    if buffer.endswith(b"\r"):
+        buffer, held = buffer[:-1], b"\r"
     normalized = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
     events: list[Event] = []
     while True:
         end = normalized.find(b"\n\n")
         if end < 0:
-            return events, normalized
+            return events, normalized + held
         block, normalized = normalized[:end], normalized[end + 2:]
         event = Event()
         for line in block.decode("utf-8", errors="replace").split("\n"):

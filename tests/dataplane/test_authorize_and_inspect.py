@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from mitmproxy.test import taddons, tflow, tutils
 
 from dataplane_addon.authorize import FORBIDDEN, ToolAuthorizer
@@ -61,16 +63,55 @@ def test_json_listings_keep_only_allowed_tools():
     assert [t["name"] for t in out["result"]["tools"]] == ["echo", "list_mail"]
 
 
-def test_event_stream_listings_are_filtered_exactly_like_json_and_keep_event_fields():
-    flow = flow_for({"jsonrpc": "2.0", "id": 3, "method": "tools/list"})
+def relay(flow, chunks: list[bytes]) -> bytes:
+    from dataplane_addon.stream import EventRelay
+
+    relay_ = EventRelay(flow.metadata[CALL])
+    out = []
+    for chunk in chunks:
+        produced = relay_(chunk)
+        assert isinstance(produced, list) and all(produced), "mid-stream answers are lists of non-empty chunks"
+        out.extend(produced)
+    out.extend(relay_(b""))
+    return b"".join(out)
+
+
+def sse_stream() -> bytes:
     message = json.dumps({"jsonrpc": "2.0", "id": 3, "result": TOOLS})
     progress = json.dumps({"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progress": 1}})
-    stream = f": hello\r\nid: ev-1\r\nevent: message\r\ndata: {progress}\r\n\r\nid: ev-2\ndata: {message}\n\n".encode()
-    out = listed(flow, "text/event-stream", stream).decode()
+    return f": hello\r\nid: ev-1\r\nevent: message\r\ndata: {progress}\r\n\r\nid: ev-2\ndata: {message}\n\n".encode()
+
+
+def test_event_stream_listings_are_filtered_exactly_like_json_and_keep_event_fields():
+    flow = flow_for({"jsonrpc": "2.0", "id": 3, "method": "tools/list"})
+    out = relay(flow, [sse_stream()]).decode()
     assert ": hello\n" in out and "id: ev-1\n" in out and "event: message\n" in out and "id: ev-2\n" in out
     data = [json.loads(line[6:]) for line in out.splitlines() if line.startswith("data: ")]
     assert data[0]["method"] == "notifications/progress"
     assert [t["name"] for t in data[1]["result"]["tools"]] == ["echo", "list_mail"]
+    as_json = json.loads(listed(flow_for({"jsonrpc": "2.0", "id": 3, "method": "tools/list"}), "application/json",
+                                json.dumps({"jsonrpc": "2.0", "id": 3, "result": TOOLS}).encode()))
+    assert data[1] == as_json
+
+
+@settings(max_examples=200, deadline=None)
+@given(cuts=st.lists(st.integers(min_value=1, max_value=len(sse_stream()) - 1), max_size=12, unique=True))
+def test_events_split_across_chunks_anywhere_come_out_the_same(cuts):
+    stream = sse_stream()
+    bounds = [0, *sorted(cuts), len(stream)]
+    chunks = [stream[a:b] for a, b in zip(bounds, bounds[1:])]
+    whole = relay(flow_for({"jsonrpc": "2.0", "id": 3, "method": "tools/list"}), [stream])
+    assert relay(flow_for({"jsonrpc": "2.0", "id": 3, "method": "tools/list"}), chunks) == whole
+
+
+def test_an_event_is_passed_on_as_soon_as_it_is_complete():
+    from dataplane_addon.stream import EventRelay
+
+    relay_ = EventRelay(flow_for({"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+                                  "params": {"name": "echo"}}).metadata[CALL])
+    assert relay_(b"data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"") == []
+    first = relay_(b",\"params\":{}}\n\ndata: {\"partial")
+    assert len(first) == 1 and b"notifications/progress" in first[0] and b"partial" not in first[0]
 
 
 def test_answers_to_other_requests_are_left_as_they_are():

@@ -46,7 +46,7 @@ async def test_a_key_sees_and_calls_only_its_roles_tools(gateway, upstream, conn
 async def test_an_unrestricted_member_still_sees_every_tool(gateway, connection_id):
     key = gateway.create_key("owner-key")
     async with mcp_client(gateway.mcp_url(connection_id), key) as client:
-        assert sorted(t.name for t in (await client.list_tools()).tools) == ["add", "echo"]
+        assert sorted(t.name for t in (await client.list_tools()).tools) == ["add", "count_slowly", "echo"]
 
 
 def test_denied_call_is_a_json_rpc_error_over_plain_http(gateway, connection_id, echo_only_key):

@@ -34,7 +34,7 @@ def post(gateway, connection_id, body, key=None, raw: bytes | None = None) -> ht
 async def test_sdk_client_calls_the_upstream_through_the_gateway(gateway, connection_id, api_key, mode):
     async with mcp_client(gateway.mcp_url(connection_id), api_key, mode=mode) as client:
         tools = await client.list_tools()
-        assert sorted(t.name for t in tools.tools) == ["add", "echo"]
+        assert sorted(t.name for t in tools.tools) == ["add", "count_slowly", "echo"]
         result = await client.call_tool("echo", {"text": "through the mesh"})
         assert not result.is_error
         assert result.content[0].text == "through the mesh"

@@ -7,11 +7,12 @@ reached the upstream (and that a denied call never did).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 
 import uvicorn
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 
 
 def build(header_log: str | None):
@@ -26,6 +27,14 @@ def build(header_log: str | None):
     def add(a: int, b: int) -> int:
         """Add two integers."""
         return a + b
+
+    @server.tool()
+    async def count_slowly(ctx: Context, steps: int = 3, interval: float = 1.0) -> str:
+        """Report progress ``steps`` times, ``interval`` seconds apart, then answer."""
+        for step in range(1, steps + 1):
+            await ctx.report_progress(step, steps, f"step {step}")
+            await asyncio.sleep(interval)
+        return f"counted to {steps}"
 
     app = server.streamable_http_app()
     if header_log is None:

@@ -1,0 +1,76 @@
+"""Sessions: an ``Mcp-Session-Id`` issued by an upstream is bound to the API key that created it
+(and to its connection), so no other caller can ride on it.
+
+The binding is carried in the id itself, not stored: the client is given
+``<upstream id>.<tag>``, where the tag is an HMAC of key, connection and upstream id under the
+data plane's session secret. A request presenting an id is checked and the upstream's own id is
+restored before forwarding; a wrong or foreign tag gets 404, the answer the protocol gives for
+an unknown session (the client may start a new one). Data planes that share traffic share the
+secret (``mesh up`` writes it to ``<data dir>/session.key``), and nothing needs to be looked up.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+
+from mitmproxy import ctx, http
+
+from dataplane_addon.call import CALL, rpc_answer
+
+SESSION_HEADER = "Mcp-Session-Id"
+SESSION_NOT_FOUND = -32001
+
+
+def session_tag(secret: bytes, key_id: str, connection_id: str, upstream_session: str) -> str:
+    mac = hmac.new(secret, f"{key_id}\0{connection_id}\0{upstream_session}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac[:18]).decode()
+
+
+class SessionBinding:
+    def __init__(self) -> None:
+        self.secret = os.urandom(32)
+
+    def load(self, loader) -> None:
+        loader.add_option("mesh_session_secret", str, "",
+                          "Hex secret binding MCP sessions to callers; data planes sharing traffic must share it. "
+                          "Empty: random per process.")
+
+    def configure(self, updated) -> None:
+        if "mesh_session_secret" in updated and ctx.options.mesh_session_secret:
+            from mitmproxy.exceptions import OptionsError
+
+            try:
+                self.secret = bytes.fromhex(ctx.options.mesh_session_secret)
+            except ValueError:
+                raise OptionsError("mesh_session_secret must be hex") from None
+            if len(self.secret) < 16:
+                raise OptionsError("mesh_session_secret must be at least 16 bytes")
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        if flow.response or flow.error or not flow.live:
+            return
+        call = flow.metadata.get(CALL)
+        if call is None or call.upstream is None:
+            return
+        presented = flow.request.headers.get(SESSION_HEADER)
+        if presented is None:
+            return
+        upstream_session, _, tag = presented.rpartition(".")
+        expected = session_tag(self.secret, call.principal.key_id, call.upstream.connection_id, upstream_session)
+        if not upstream_session or not hmac.compare_digest(tag, expected):
+            flow.response = rpc_answer(404, SESSION_NOT_FOUND, "Session not found: start a new session",
+                                       call.request_id)
+            return
+        flow.request.headers[SESSION_HEADER] = upstream_session
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        call = flow.metadata.get(CALL)
+        if call is None or call.upstream is None or flow.response is None:
+            return
+        issued = flow.response.headers.get(SESSION_HEADER)
+        if issued:
+            tag = session_tag(self.secret, call.principal.key_id, call.upstream.connection_id, issued)
+            flow.response.headers[SESSION_HEADER] = f"{issued}.{tag}"

@@ -1,0 +1,52 @@
+"""Upstream timeout: an upstream that has not started answering an MCP call within
+``mesh_upstream_timeout`` seconds is cut off, and the caller gets 504 with a JSON-RPC error
+(written by ``protocol_errors``). Once the answer has begun (a stream may rightly last hours),
+only the idle timeout applies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from mitmproxy import ctx, http
+
+from dataplane_addon.call import CALL
+
+
+class UpstreamTimeout:
+    def load(self, loader) -> None:
+        loader.add_option("mesh_upstream_timeout", float, 60.0,
+                          "Seconds an upstream may take to start answering an MCP call; then 504.")
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        if flow.response or flow.error or not flow.live:
+            return
+        call = flow.metadata.get(CALL)
+        if call is None or call.upstream is None:
+            return
+        call.timer = asyncio.get_running_loop().call_later(ctx.options.mesh_upstream_timeout, self._expire, flow)
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        self._cancel(flow)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        self._cancel(flow)
+
+    @staticmethod
+    def _cancel(flow: http.HTTPFlow) -> None:
+        call = flow.metadata.get(CALL)
+        if call is not None and call.timer is not None:
+            call.timer.cancel()
+            call.timer = None
+
+    @staticmethod
+    def _expire(flow: http.HTTPFlow) -> None:
+        call = flow.metadata.get(CALL)
+        if flow.response is not None or not flow.live or call is None:
+            return
+        call.timed_out = True
+        # Closing the server connection makes mitmproxy's HTTP layer fail the stream, and
+        # protocol_errors turns that into our 504.
+        handler = ctx.master.addons.get("proxyserver").connections.get(flow.client_conn.id)
+        if handler is not None and flow.server_conn in handler.transports:
+            handler.close_connection(flow.server_conn)
