@@ -193,3 +193,36 @@ def test_random_input_always_gets_a_well_formed_answer_and_the_gateway_keeps_ser
     assert health["status"] == "ok"
     body = rpc("tools/call", {"name": "echo", "arguments": {"text": "still fine"}})
     assert "still fine" in httpx2.post(url, json=body, headers=mcp_headers(body, key)).text
+
+
+def test_delete_ends_the_session_and_last_event_id_reaches_the_upstream(gateway, upstream, connection_id, key):
+    session = initialize(gateway, connection_id, key).headers["mcp-session-id"]
+    headers = {"Authorization": f"Bearer {key}", "Mcp-Session-Id": session, "MCP-Protocol-Version": "2025-11-25",
+               "Accept": "text/event-stream"}
+    with httpx2.stream("GET", gateway.mcp_url(connection_id), headers=headers, timeout=10) as stream:
+        assert stream.status_code == 200  # the server-to-client stream is open, and streaming
+        assert stream.headers["content-type"].startswith("text/event-stream")
+    # Resumption is the upstream's business (this one keeps no event store and fails it);
+    # the gateway's is to pass the header through untouched.
+    resume = {**headers, "Last-Event-ID": "resume-from-42"}
+    with httpx2.stream("GET", gateway.mcp_url(connection_id), headers=resume, timeout=10) as stream:
+        assert stream.headers.get("server") == "uvicorn", "the answer must be the upstream's own"
+    assert any(r["headers"].get("last-event-id") == "resume-from-42" for r in upstream.requests())
+    ended = httpx2.delete(gateway.mcp_url(connection_id), headers={"Authorization": f"Bearer {key}",
+                                                                    "Mcp-Session-Id": session}, timeout=10)
+    assert ended.status_code == 200
+    ping = {"jsonrpc": "2.0", "id": 3, "method": "ping"}
+    assert in_session(gateway, connection_id, key, session, ping).status_code == 404  # the upstream forgot it
+
+
+def test_a_client_disconnect_cancels_the_upstream_call(gateway, upstream, connection_id, key):
+    body = rpc("tools/call", {"name": "count_slowly", "arguments": {"steps": 20, "interval": 0.5}})
+    body["params"]["_meta"]["progressToken"] = "p1"
+    before = sum(1 for r in upstream.requests() if r["method"] == "CANCELLED")
+    with httpx2.stream("POST", gateway.mcp_url(connection_id), json=body, headers=mcp_headers(body, key),
+                       timeout=10) as response:
+        for line in response.iter_lines():
+            if line.startswith("data:"):
+                break  # the first progress event arrived: hang up
+    wait_for(lambda: sum(1 for r in upstream.requests() if r["method"] == "CANCELLED") > before, timeout=5,
+             what="the upstream to see the cancellation")

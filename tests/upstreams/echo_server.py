@@ -31,9 +31,15 @@ def build(header_log: str | None):
     @server.tool()
     async def count_slowly(ctx: Context, steps: int = 3, interval: float = 1.0) -> str:
         """Report progress ``steps`` times, ``interval`` seconds apart, then answer."""
-        for step in range(1, steps + 1):
-            await ctx.report_progress(step, steps, f"step {step}")
-            await asyncio.sleep(interval)
+        try:
+            for step in range(1, steps + 1):
+                await ctx.report_progress(step, steps, f"step {step}")
+                await asyncio.sleep(interval)
+        except asyncio.CancelledError:
+            if header_log:  # so tests can see that a caller's disconnect reached the tool
+                with open(header_log, "a") as log:
+                    log.write(json.dumps({"method": "CANCELLED", "path": "count_slowly", "headers": {}, "body": ""}) + "\n")
+            raise
         return f"counted to {steps}"
 
     app = server.streamable_http_app()
