@@ -10,7 +10,7 @@ import time
 
 from mitmproxy import http
 
-from dataplane_addon.call import CALL, rpc_answer
+from dataplane_addon.call import rpc_answer, undecided_call
 from dataplane_addon.snapshot_store import SnapshotStore
 from shared.apikeys import hash_key
 
@@ -31,9 +31,7 @@ class Authenticator:
         self.store = store
 
     def request(self, flow: http.HTTPFlow) -> None:
-        if flow.response or flow.error or not flow.live:
-            return
-        call = flow.metadata.get(CALL)
+        call = undecided_call(flow)
         if call is None:
             return
         token = bearer_token(flow.request.headers.get("Authorization"))

@@ -12,7 +12,7 @@ import json
 
 from mitmproxy import http
 
-from dataplane_addon.call import CALL
+from dataplane_addon.call import undecided_call
 from shared.jsonrpc import error_body
 from shared.policy import LIST_METHODS, Unclassified, target_of
 
@@ -21,9 +21,7 @@ FORBIDDEN = -32003
 
 class ToolAuthorizer:
     def request(self, flow: http.HTTPFlow) -> None:
-        if flow.response or flow.error or not flow.live:
-            return
-        call = flow.metadata.get(CALL)
+        call = undecided_call(flow)
         if call is None or not call.messages:
             return
         policy = call.principal.policy

@@ -37,6 +37,14 @@ class McpCall:
         return None
 
 
+def undecided_call(flow) -> McpCall | None:
+    """The flow's MCP call, or None when it is not one or an earlier addon has already answered
+    (every request hook of the chain steps aside then, as mitmproxy's own addons do)."""
+    if flow.response or flow.error or not flow.live:
+        return None
+    return flow.metadata.get(CALL)
+
+
 def json_answer(status: int, doc: dict, headers: dict[str, str] | None = None) -> http.Response:
     return http.Response.make(status, json.dumps(doc).encode(), {"Content-Type": "application/json", **(headers or {})})
 

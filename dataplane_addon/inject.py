@@ -5,16 +5,14 @@ from __future__ import annotations
 
 from mitmproxy import http
 
-from dataplane_addon.call import CALL
+from dataplane_addon.call import undecided_call
 
 CALLER_CREDENTIALS = ("Authorization", "Cookie", "Proxy-Authorization")
 
 
 class CredentialInjector:
     def request(self, flow: http.HTTPFlow) -> None:
-        if flow.response or flow.error or not flow.live:
-            return
-        call = flow.metadata.get(CALL)
+        call = undecided_call(flow)
         if call is None or call.upstream is None:
             return
         upstream = call.upstream

@@ -7,15 +7,13 @@ from __future__ import annotations
 
 from mitmproxy import http
 
-from dataplane_addon.call import CALL, rpc_answer
+from dataplane_addon.call import rpc_answer, undecided_call
 from shared.jsonrpc import HEADER_MISMATCH, PARSE_ERROR, JsonRpcError, header_mismatch, parse_body
 
 
 class JsonRpcParser:
     def request(self, flow: http.HTTPFlow) -> None:
-        if flow.response or flow.error or not flow.live:
-            return
-        call = flow.metadata.get(CALL)
+        call = undecided_call(flow)
         if call is None or flow.request.method != "POST":
             return
         try:

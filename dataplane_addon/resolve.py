@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from mitmproxy import http
 
-from dataplane_addon.call import CALL
+from dataplane_addon.call import undecided_call
 from dataplane_addon.routing import not_found
 from dataplane_addon.snapshot_store import SnapshotStore
 
@@ -16,9 +16,7 @@ class ConnectionResolver:
         self.store = store
 
     def request(self, flow: http.HTTPFlow) -> None:
-        if flow.response or flow.error or not flow.live:
-            return
-        call = flow.metadata.get(CALL)
+        call = undecided_call(flow)
         if call is None:
             return
         upstream = self.store.upstream(call.connection_id)

@@ -18,7 +18,7 @@ import os
 
 from mitmproxy import ctx, http
 
-from dataplane_addon.call import CALL, rpc_answer
+from dataplane_addon.call import CALL, rpc_answer, undecided_call
 
 SESSION_HEADER = "Mcp-Session-Id"
 SESSION_NOT_FOUND = -32001
@@ -50,9 +50,7 @@ class SessionBinding:
                 raise OptionsError("mesh_session_secret must be at least 16 bytes")
 
     def request(self, flow: http.HTTPFlow) -> None:
-        if flow.response or flow.error or not flow.live:
-            return
-        call = flow.metadata.get(CALL)
+        call = undecided_call(flow)
         if call is None or call.upstream is None:
             return
         presented = flow.request.headers.get(SESSION_HEADER)

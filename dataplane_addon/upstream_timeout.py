@@ -10,7 +10,7 @@ import asyncio
 
 from mitmproxy import ctx, http
 
-from dataplane_addon.call import CALL
+from dataplane_addon.call import CALL, undecided_call
 
 
 class UpstreamTimeout:
@@ -19,9 +19,7 @@ class UpstreamTimeout:
                           "Seconds an upstream may take to start answering an MCP call; then 504.")
 
     def request(self, flow: http.HTTPFlow) -> None:
-        if flow.response or flow.error or not flow.live:
-            return
-        call = flow.metadata.get(CALL)
+        call = undecided_call(flow)
         if call is None or call.upstream is None:
             return
         call.timer = asyncio.get_running_loop().call_later(ctx.options.mesh_upstream_timeout, self._expire, flow)

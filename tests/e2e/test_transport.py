@@ -4,7 +4,6 @@ gateway."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import socket
 import threading
