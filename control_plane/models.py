@@ -8,11 +8,15 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.dialects import mysql
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, registry
+
+# Microseconds everywhere: MySQL and MariaDB keep whole seconds in a plain DATETIME.
+TIMESTAMP = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 
 
 class Base(DeclarativeBase):
-    pass
+    registry = registry(type_annotation_map={datetime: TIMESTAMP})
 
 
 db = SQLAlchemy(model_class=Base)
@@ -94,6 +98,10 @@ class Connection(db.Model):
     status: Mapped[str] = mapped_column(sa.String(16), default="active")
     # Static headers sent to the upstream. Moves into the encrypted vault with issue #4.
     headers: Mapped[dict] = mapped_column(sa.JSON, default=dict)
+    # What CONNECTION_TEST last found: the upstream's tools (names, descriptions, schemas).
+    tool_catalog: Mapped[list | None] = mapped_column(sa.JSON, default=None)
+    tested_at: Mapped[datetime | None] = mapped_column(default=None)
+    test_status: Mapped[str | None] = mapped_column(sa.String(16), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -112,3 +120,18 @@ class ApiKey(db.Model):
     expires_at: Mapped[datetime | None] = mapped_column(default=None)
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
     last_used_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class AdminAudit(db.Model):
+    """One admin operation: written by the service that made the change, in its transaction."""
+
+    __tablename__ = "admin_audit"
+    id: Mapped[str] = mapped_column(sa.String(32), primary_key=True, default=lambda: new_id("aud"))
+    org_id: Mapped[str | None] = mapped_column(sa.String(32), index=True, default=None)
+    actor: Mapped[str] = mapped_column(sa.String(100))  # "usr_…" or "operator"
+    action: Mapped[str] = mapped_column(sa.String(64))
+    target_type: Mapped[str] = mapped_column(sa.String(32))
+    target_id: Mapped[str] = mapped_column(sa.String(64))
+    before: Mapped[dict | None] = mapped_column(sa.JSON, default=None)
+    after: Mapped[dict | None] = mapped_column(sa.JSON, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

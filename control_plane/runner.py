@@ -94,7 +94,8 @@ class GatewayRunner:
         s = self.settings
         self._spawn("control plane", [
             sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{s.control_plane_port}", "--workers", "2",
-            "--log-level", "warning", "--graceful-timeout", "5", "control_plane.app:create_app()",
+            "--worker-class", "uvicorn_worker.UvicornWorker", "--log-level", "warning", "--graceful-timeout", "5",
+            "control_plane.asgi:create_asgi_app()",
         ])
         self._spawn("data plane", [
             sys.executable, "-m", "dataplane_addon", "--listen-host", s.listen_host, "--port", str(s.port),

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from flask import current_app
 
 from control_plane.models import ApiKey, Member, Organization, User, db, utcnow
-from control_plane.services import commit_and_publish, org_changed
+from control_plane.services import audit, commit_and_publish, org_changed
 from control_plane.services.actors import OPERATOR, Actor, require
 from control_plane.services.errors import Forbidden, InvalidInput, NotFound
 from shared.apikeys import generate_key, hash_key
@@ -43,6 +43,7 @@ def create_api_key(org: Organization, user: User, name: str, *, scope: Any = Non
                  expires_at=expires_at)
     db.session.add(row)
     org_changed(org.id)
+    audit.record(actor, "api_key.create", org_id=org.id, target=row)
     commit_and_publish(org.id)
     return key, row
 
@@ -60,8 +61,10 @@ def revoke_api_key(org: Organization, key_id: str, *, actor: Actor = OPERATOR) -
     if row is None:
         raise NotFound(f"no API key {key_id!r} in {org.slug}")
     if row.revoked_at is None:
+        before = audit.describe(row)
         row.revoked_at = utcnow()
         org_changed(org.id)
+        audit.record(actor, "api_key.revoke", org_id=org.id, target=row, before=before)
         commit_and_publish(org.id)
     return row
 

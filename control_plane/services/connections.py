@@ -7,10 +7,10 @@ from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 
-from control_plane.models import Connection, Organization, db
-from control_plane.services import commit_and_publish, org_changed
+from control_plane.models import Connection, Organization, db, utcnow
+from control_plane.services import audit, commit_and_publish, org_changed
 from control_plane.services.actors import OPERATOR, Actor, require
-from control_plane.services.errors import InvalidInput
+from control_plane.services.errors import InvalidInput, NotFound
 
 TRANSPORTS = ("http",)
 
@@ -59,6 +59,7 @@ def create_connection(org: Organization, name: str, url: str, headers: dict[str,
                             status="active", headers=dict(headers or {}))
     db.session.add(connection)
     org_changed(org.id)
+    audit.record(actor, "connection.create", org_id=org.id, target=connection)
     commit_and_publish(org.id)
     return connection
 
@@ -73,3 +74,110 @@ def list_connections(org: Organization, *, actor: Actor = OPERATOR) -> list[Conn
 def mask_headers(headers: dict[str, str]) -> dict[str, str]:
     """Header values are treated as secrets: only a hint of them is ever shown."""
     return {k: (v[:3] + "…" + v[-2:] if len(v) > 8 else "…") for k, v in headers.items()}
+
+
+def get_connection(org: Organization, connection_id: str, *, actor: Actor = OPERATOR) -> Connection:
+    require(actor, org, "connections.read")
+    connection = db.session.scalar(sa.select(Connection).where(Connection.id == connection_id,
+                                                               Connection.org_id == org.id))
+    if connection is None:
+        raise NotFound(f"no connection {connection_id!r} in {org.slug}")
+    return connection
+
+
+def update_connection(org: Organization, connection_id: str, *, name: str | None = None, url: str | None = None,
+                      status: str | None = None, actor: Actor = OPERATOR) -> Connection:
+    require(actor, org, "connections.write")
+    connection = get_connection(org, connection_id)
+    before = audit.describe(connection)
+    if name is not None:
+        name = name.strip()
+        if not name or len(name) > 200:
+            raise InvalidInput("a connection needs a name of 1 to 200 characters")
+        connection.name = name
+    if url is not None:
+        connection.url = validate_upstream_url(url)
+    if status is not None:
+        if status not in STATUSES:
+            raise InvalidInput(f"unknown status {status!r}; expected one of {', '.join(STATUSES)}")
+        connection.status = status
+    org_changed(org.id)
+    audit.record(actor, "connection.update", org_id=org.id, target=connection, before=before)
+    commit_and_publish(org.id)
+    return connection
+
+
+def delete_connection(org: Organization, connection_id: str, *, actor: Actor = OPERATOR) -> None:
+    require(actor, org, "connections.write")
+    connection = get_connection(org, connection_id)
+    audit.record(actor, "connection.delete", org_id=org.id, target=connection, before=audit.describe(connection),
+                 deleted=True)
+    db.session.delete(connection)
+    org_changed(org.id)
+    commit_and_publish(org.id)
+
+
+STATUSES = ("active", "inactive")
+SORTABLE = {"name": Connection.name, "created_at": Connection.created_at, "updated_at": Connection.updated_at}
+
+
+def page_connections(org: Organization, *, search: str | None = None, status: str | None = None,
+                     transport: str | None = None, sort: str = "created_at", descending: bool = False,
+                     limit: int = 50, cursor: str | None = None,
+                     actor: Actor = OPERATOR) -> tuple[list[Connection], str | None]:
+    """A page of the org's connections, filtered and sorted; returns the page and the cursor of
+    the next one (None at the end). The cursor is an offset, opaque to callers."""
+    require(actor, org, "connections.read")
+    if sort not in SORTABLE:
+        raise InvalidInput(f"cannot sort by {sort!r}; expected one of {', '.join(SORTABLE)}")
+    try:
+        offset = int(cursor or 0)
+    except ValueError:
+        raise InvalidInput("that cursor did not come from this listing") from None
+    query = sa.select(Connection).where(Connection.org_id == org.id)
+    if search:
+        pattern = "%" + search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        query = query.where(sa.or_(sa.func.lower(Connection.name).like(pattern, escape="\\"),
+                                   sa.func.lower(Connection.url).like(pattern, escape="\\")))
+    if status:
+        query = query.where(Connection.status == status)
+    if transport:
+        query = query.where(Connection.transport == transport)
+    column = SORTABLE[sort]
+    query = query.order_by(column.desc() if descending else column.asc(), Connection.id).offset(offset).limit(limit + 1)
+    rows = list(db.session.scalars(query))
+    more = len(rows) > limit
+    return rows[:limit], (str(offset + limit) if more else None)
+
+
+def test_connection(org: Organization, connection_id: str, *, actor: Actor = OPERATOR):
+    """Connect to the upstream with the connection's own credentials; keep its tool catalog
+    (the permission matrix and policies are written against it) and the outcome."""
+    from control_plane.connection_probe import probe_blocking
+
+    require(actor, org, "connections.write")
+    connection = get_connection(org, connection_id)
+    result = probe_blocking(connection.url, dict(connection.headers or {}))
+    before = audit.describe(connection)
+    connection.tested_at = utcnow()
+    connection.test_status = "ok" if result.ok else "failed"
+    if result.ok:
+        connection.tool_catalog = result.tools
+    audit.record(actor, "connection.test", org_id=org.id, target=connection, before=before)
+    db.session.commit()
+    return connection, result
+
+
+def configure_connection(org: Organization, connection_id: str, headers: dict[str, str], *,
+                         actor: Actor = OPERATOR) -> Connection:
+    """Replace the headers (credentials) the gateway adds when calling this upstream."""
+    require(actor, org, "connections.write")
+    connection = get_connection(org, connection_id)
+    for name, value in headers.items():
+        parse_header(f"{name}: {value}")
+    before = audit.describe(connection)
+    connection.headers = dict(headers)
+    org_changed(org.id)
+    audit.record(actor, "connection.configure", org_id=org.id, target=connection, before=before)
+    commit_and_publish(org.id)
+    return connection

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from argon2 import PasswordHasher
 
 from control_plane.models import Invitation, Member, Organization, User, db, utcnow
-from control_plane.services import commit_and_publish, org_changed
+from control_plane.services import audit, commit_and_publish, org_changed
 from control_plane.services.actors import OPERATOR, Actor, custom_role_documents, require, require_grantable
 from control_plane.services.errors import Conflict, Forbidden, InvalidInput, NotFound
 from shared.apikeys import hash_key
@@ -34,23 +34,80 @@ def create_user(email: str, password: str) -> User:
         raise Conflict(f"a user with email {email} already exists")
     user = User(email=email, password_hash=_hasher.hash(password))
     db.session.add(user)
+    audit.record(OPERATOR, "user.create", org_id=None, target=user)
     db.session.commit()
     return user
 
 
-def create_org(name: str, owner: User, slug: str | None = None) -> Organization:
-    name = name.strip()
+def _org_name(name: str) -> str:
+    name = (name or "").strip()
     if not name or len(name) > 200:
         raise InvalidInput("an organization needs a name of 1 to 200 characters")
-    slug = slug or _slugify(name)
+    return name
+
+
+def _free_slug(slug: str) -> str:
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,99}", slug):
+        raise InvalidInput("a slug is 1 to 100 lowercase letters, digits and dashes")
     if db.session.scalar(sa.select(Organization.id).where(Organization.slug == slug)):
         raise Conflict(f"an organization with slug {slug!r} already exists")
+    return slug
+
+
+def create_org(name: str, owner: User, slug: str | None = None, *, actor: Actor = OPERATOR) -> Organization:
+    """A new org with ``owner`` as its first owner (any user may create one)."""
+    if not actor.is_operator and actor.user_id != owner.id:
+        raise Forbidden("an organization is created with yourself as its owner")
+    name = _org_name(name)
+    slug = _free_slug(slug or _slugify(name))
     org = Organization(name=name, slug=slug, policy_version=1)
     db.session.add(org)
     db.session.flush()
     db.session.add(Member(org_id=org.id, user_id=owner.id, role="owner"))
+    audit.record(actor, "organization.create", org_id=org.id, target=org)
     commit_and_publish(org.id)
     return org
+
+
+def get_org(ref: str, *, actor: Actor = OPERATOR) -> Organization:
+    org = find_org(ref)
+    require(actor, org)
+    return org
+
+
+def update_org(org: Organization, *, name: str | None = None, slug: str | None = None,
+               actor: Actor = OPERATOR) -> Organization:
+    require(actor, org, "org.update")
+    before = audit.describe(org)
+    if name is not None:
+        org.name = _org_name(name)
+    if slug is not None and slug != org.slug:
+        org.slug = _free_slug(slug)
+    audit.record(actor, "organization.update", org_id=org.id, target=org, before=before)
+    db.session.commit()
+    return org
+
+
+def delete_org(org: Organization, *, actor: Actor = OPERATOR) -> None:
+    """Delete the org and everything in it; every data plane forgets it (a tombstone snapshot)."""
+    require(actor, org, "org.delete")
+    before = audit.describe(org)
+    org_id = org.id
+    from control_plane.models import ApiKey, Connection, Invitation, Role
+
+    for model in (ApiKey, Invitation, Connection, Member, Role):  # no reliance on ON DELETE CASCADE (SQLite)
+        db.session.execute(sa.delete(model).where(model.org_id == org_id))
+    audit.record(actor, "organization.delete", org_id=org_id, target=org, before=before, deleted=True)
+    db.session.delete(org)
+    commit_and_publish(org_id)
+
+
+def orgs_of(actor: Actor) -> list[Organization]:
+    """The orgs the actor belongs to (all of them, for the operator)."""
+    query = sa.select(Organization).order_by(Organization.created_at)
+    if not actor.is_operator:
+        query = query.join(Member, Member.org_id == Organization.id).where(Member.user_id == actor.user_id)
+    return list(db.session.scalars(query))
 
 
 def _member(org: Organization, user: User) -> Member:
@@ -87,6 +144,7 @@ def add_member(org: Organization, user: User, role: str = "member", *, actor: Ac
     member = Member(org_id=org.id, user_id=user.id, role=stored)
     db.session.add(member)
     org_changed(org.id)
+    audit.record(actor, "member.add", org_id=org.id, target=member)
     commit_and_publish(org.id)
     return member
 
@@ -99,8 +157,10 @@ def update_member_role(org: Organization, user: User, role: str, *, actor: Actor
         if not actor.is_operator and actor.role != "owner":
             raise Forbidden("only an owner can change an owner's role")
         _keep_an_owner(org, member)
+    before = audit.describe(member)
     member.role = stored
     org_changed(org.id)
+    audit.record(actor, "member.update_role", org_id=org.id, target=member, before=before)
     commit_and_publish(org.id)
     return member
 
@@ -114,6 +174,7 @@ def remove_member(org: Organization, user: User, *, actor: Actor = OPERATOR) -> 
     if member.role == "owner" and not actor.is_operator and actor.role != "owner":
         raise Forbidden("only an owner can remove an owner")
     _keep_an_owner(org, member)
+    audit.record(actor, "member.remove", org_id=org.id, target=member, before=audit.describe(member), deleted=True)
     db.session.delete(member)
     org_changed(org.id)
     commit_and_publish(org.id)
@@ -140,8 +201,10 @@ def invite(org: Organization, email: str, role: str = "member", *, actor: Actor 
         raise InvalidInput(f"not an email address: {email!r}")
     stored = _role_for(org, role, actor)
     token = "inv_" + secrets.token_urlsafe(24)
-    db.session.add(Invitation(org_id=org.id, email=email, role=stored, token_hash=hash_key(token),
-                              invited_by=actor.user_id, expires_at=utcnow() + INVITATION_TTL))
+    invitation = Invitation(org_id=org.id, email=email, role=stored, token_hash=hash_key(token),
+                            invited_by=actor.user_id, expires_at=utcnow() + INVITATION_TTL)
+    db.session.add(invitation)
+    audit.record(actor, "member.invite", org_id=org.id, target=invitation)
     db.session.commit()
     email_log.info("To: %s | Subject: you are invited to %s on MCP Mesh | Accept with: "
                    "mesh members accept --token %s", email, org.name, token)
@@ -164,6 +227,8 @@ def accept_invitation(token: str, password: str | None = None) -> Member:
     member = Member(org_id=invitation.org_id, user_id=user.id, role=invitation.role)
     db.session.add(member)
     org_changed(invitation.org_id)
+    newcomer = Actor(user_id=user.id, org_id=invitation.org_id, role=invitation.role, policy=None)
+    audit.record(newcomer, "member.accept_invitation", org_id=invitation.org_id, target=member)
     commit_and_publish(invitation.org_id)
     return member
 

@@ -8,7 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from control_plane.models import Member, Organization, Role, User, db
-from control_plane.services import commit_and_publish, org_changed
+from control_plane.services import audit, commit_and_publish, org_changed
 from control_plane.services.actors import OPERATOR, Actor, custom_role_documents, require, require_grantable
 from control_plane.services.errors import Conflict, InvalidInput, NotFound
 from shared.policy import BUILTIN_ROLES, Policy, PolicyError, normalize, role_document
@@ -53,6 +53,7 @@ def create_role(org: Organization, name: str, permissions: Any, description: str
     role = Role(org_id=org.id, name=name, description=description[:500], permissions=document)
     db.session.add(role)
     org_changed(org.id)
+    audit.record(actor, "role.create", org_id=org.id, target=role)
     commit_and_publish(org.id)
     return role
 
@@ -61,6 +62,7 @@ def update_role(org: Organization, ref: str, *, name: str | None = None, permiss
                 description: str | None = None, actor: Actor = OPERATOR) -> Role:
     require(actor, org, "roles.manage")
     role = find_role(org, ref)
+    before = audit.describe(role)
     if permissions is not None:
         document = _document(permissions)
         require_grantable(actor, document)
@@ -73,6 +75,7 @@ def update_role(org: Organization, ref: str, *, name: str | None = None, permiss
     if description is not None:
         role.description = description[:500]
     org_changed(org.id)
+    audit.record(actor, "role.update", org_id=org.id, target=role, before=before)
     commit_and_publish(org.id)
     return role
 
@@ -83,6 +86,7 @@ def delete_role(org: Organization, ref: str, *, actor: Actor = OPERATOR) -> None
     holders = db.session.scalar(sa.select(sa.func.count()).select_from(Member).where(Member.role == role.id))
     if holders:
         raise Conflict(f"role {role.name!r} is held by {holders} member(s); give them another role first")
+    audit.record(actor, "role.delete", org_id=org.id, target=role, before=audit.describe(role), deleted=True)
     db.session.delete(role)
     org_changed(org.id)
     commit_and_publish(org.id)

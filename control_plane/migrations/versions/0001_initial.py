@@ -6,6 +6,10 @@ Create Date: 2026-11-24
 """
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import mysql
+
+# Microseconds on MySQL/MariaDB too (a plain DATETIME keeps whole seconds).
+TIMESTAMP = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 
 revision = "0001"
 down_revision = None
@@ -19,7 +23,7 @@ def upgrade() -> None:
         sa.Column("id", sa.String(32), primary_key=True),
         sa.Column("email", sa.String(255), nullable=False, unique=True),
         sa.Column("password_hash", sa.String(255), nullable=False),
-        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.Column("created_at", TIMESTAMP, nullable=False),
     )
     op.create_table(
         "organizations",
@@ -27,8 +31,8 @@ def upgrade() -> None:
         sa.Column("name", sa.String(200), nullable=False),
         sa.Column("slug", sa.String(100), nullable=False, unique=True),
         sa.Column("policy_version", sa.Integer(), nullable=False),
-        sa.Column("created_at", sa.DateTime(), nullable=False),
-        sa.Column("updated_at", sa.DateTime(), nullable=False),
+        sa.Column("created_at", TIMESTAMP, nullable=False),
+        sa.Column("updated_at", TIMESTAMP, nullable=False),
     )
     op.create_table(
         "members",
@@ -36,7 +40,7 @@ def upgrade() -> None:
         sa.Column("org_id", sa.String(32), sa.ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False),
         sa.Column("user_id", sa.String(32), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
         sa.Column("role", sa.String(64), nullable=False),
-        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.Column("created_at", TIMESTAMP, nullable=False),
         sa.UniqueConstraint("org_id", "user_id", name="uq_members_org_user"),
     )
     op.create_index("ix_members_org_id", "members", ["org_id"])
@@ -50,8 +54,8 @@ def upgrade() -> None:
         sa.Column("transport", sa.String(16), nullable=False),
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("headers", sa.JSON(), nullable=False),
-        sa.Column("created_at", sa.DateTime(), nullable=False),
-        sa.Column("updated_at", sa.DateTime(), nullable=False),
+        sa.Column("created_at", TIMESTAMP, nullable=False),
+        sa.Column("updated_at", TIMESTAMP, nullable=False),
     )
     op.create_index("ix_connections_org_id", "connections", ["org_id"])
     op.create_table(
@@ -62,10 +66,10 @@ def upgrade() -> None:
         sa.Column("name", sa.String(200), nullable=False),
         sa.Column("prefix", sa.String(32), nullable=False),
         sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
-        sa.Column("created_at", sa.DateTime(), nullable=False),
-        sa.Column("expires_at", sa.DateTime(), nullable=True),
-        sa.Column("revoked_at", sa.DateTime(), nullable=True),
-        sa.Column("last_used_at", sa.DateTime(), nullable=True),
+        sa.Column("created_at", TIMESTAMP, nullable=False),
+        sa.Column("expires_at", TIMESTAMP, nullable=True),
+        sa.Column("revoked_at", TIMESTAMP, nullable=True),
+        sa.Column("last_used_at", TIMESTAMP, nullable=True),
     )
     op.create_index("ix_api_keys_org_id", "api_keys", ["org_id"])
     op.create_index("ix_api_keys_user_id", "api_keys", ["user_id"])

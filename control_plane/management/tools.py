@@ -1,0 +1,494 @@
+"""The management tools: for each, its arguments (a pydantic model: the JSON Schema clients see
+and the validation they get), the management permission that shows it in ``tools/list``, and a
+handler that calls the service layer.
+
+Keys act as their user: a tool acts in ``org_id`` (default: the key's own org) with the user's
+role there, narrowed by the key's scope. An org the user is not in looks like no org at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from control_plane.models import Organization, User, db, utcnow
+from control_plane.services import api_keys, connections, orgs, roles
+from control_plane.services.actors import Actor, member_actor
+from control_plane.services.errors import NotFound
+from shared.policy import Policy
+
+Id = Annotated[str, Field(min_length=1, max_length=64)]
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+Email = Annotated[str, Field(min_length=3, max_length=255, pattern=r"^[^@\s]+@[^@\s]+$")]
+Url = Annotated[str, Field(min_length=8, max_length=2048)]
+RoleRef = Annotated[str, Field(min_length=1, max_length=100)]
+HeaderValue = Annotated[str, Field(max_length=4096)]
+
+
+class Args(BaseModel):
+    """Unknown fields are refused: a typo must not silently do something else."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class InOrg(Args):
+    org_id: Id | None = Field(None, description="Organization id or slug; default: the API key's own org.")
+
+
+class Result(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling: the user behind the API key."""
+
+    user_id: str
+    key_id: str
+    key_org_id: str
+    scope: dict | None
+
+    def actor_in(self, org: Organization) -> Actor:
+        return member_actor(org, self.user_id, self.scope)
+
+    def org(self, ref: str | None) -> tuple[Organization, Actor]:
+        org = db.session.get(Organization, self.key_org_id) if ref is None else _find_org(ref)
+        if org is None:
+            raise NotFound("no such organization")
+        return org, self.actor_in(org)
+
+    @property
+    def user(self) -> User:
+        return db.session.get(User, self.user_id)
+
+
+def _find_org(ref: str) -> Organization:
+    try:
+        return orgs.find_org(ref)
+    except NotFound:
+        raise NotFound("no such organization") from None
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+# -- results --------------------------------------------------------------------------------
+
+class OrgOut(Result):
+    id: str
+    name: str
+    slug: str
+    created_at: str
+
+
+class OrgList(Result):
+    items: list[OrgOut]
+
+
+class MemberOut(Result):
+    user_id: str
+    email: str
+    role: str
+
+
+class MemberList(Result):
+    items: list[MemberOut]
+
+
+class MemberAdded(Result):
+    status: Literal["added", "invited"]
+    email: str
+    role: str
+
+
+class ConnectionOut(Result):
+    id: str
+    org_id: str
+    name: str
+    url: str
+    transport: str
+    status: str
+    headers: dict[str, str] = Field(description="Header names with masked values: secrets are write-only.")
+    tools: list[dict[str, Any]] | None = Field(description="The upstream's tools, as CONNECTION_TEST last found them.")
+    tested_at: str | None
+    test_status: str | None
+    created_at: str
+    updated_at: str
+
+
+class ConnectionPage(Result):
+    items: list[ConnectionOut]
+    next_cursor: str | None
+
+
+class RoleOut(Result):
+    id: str
+    name: str
+    builtin: bool
+    description: str
+    permissions: dict[str, Any]
+
+
+class RoleList(Result):
+    items: list[RoleOut]
+
+
+class KeyOut(Result):
+    id: str
+    name: str
+    prefix: str
+    user_id: str
+    scope: dict[str, Any] | None
+    created_at: str
+    expires_at: str | None
+    revoked_at: str | None
+    last_used_at: str | None
+
+
+class KeyCreated(KeyOut):
+    key: str = Field(description="The API key itself. Shown this once; store it now.")
+
+
+class KeyList(Result):
+    items: list[KeyOut]
+
+
+class Done(Result):
+    ok: bool
+    message: str
+
+
+def org_out(org) -> dict:
+    return {"id": org.id, "name": org.name, "slug": org.slug, "created_at": _iso(org.created_at)}
+
+
+def connection_out(c) -> dict:
+    return {"id": c.id, "org_id": c.org_id, "name": c.name, "url": c.url, "transport": c.transport,
+            "status": c.status, "headers": connections.mask_headers(c.headers or {}), "tools": c.tool_catalog,
+            "tested_at": _iso(c.tested_at), "test_status": c.test_status,
+            "created_at": _iso(c.created_at), "updated_at": _iso(c.updated_at)}
+
+
+def key_out(k) -> dict:
+    return {"id": k.id, "name": k.name, "prefix": k.prefix, "user_id": k.user_id, "scope": k.scope,
+            "created_at": _iso(k.created_at), "expires_at": _iso(k.expires_at), "revoked_at": _iso(k.revoked_at),
+            "last_used_at": _iso(k.last_used_at)}
+
+
+# -- arguments and handlers -------------------------------------------------------------------
+
+class OrgCreate(Args):
+    name: Name
+    slug: Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[a-z0-9][a-z0-9-]*$")] | None = None
+
+
+def organization_create(caller: Caller, a: OrgCreate) -> dict:
+    # any user may found an org; the service checks they found it for themselves
+    return org_out(orgs.create_org(a.name, caller.user, a.slug, actor=_as_user(caller)))
+
+
+def _as_user(caller: Caller) -> Actor:
+    """The user outside any org: no rights of their own beyond founding orgs and listing theirs."""
+    return Actor(user_id=caller.user_id, org_id=None, role=None, policy=Policy([{}]))
+
+
+class NoArgs(Args):
+    pass
+
+
+def organization_list(caller: Caller, a: NoArgs) -> dict:
+    return {"items": [org_out(o) for o in orgs.orgs_of(_as_user(caller))]}
+
+
+def organization_get(caller: Caller, a: InOrg) -> dict:
+    org, _ = caller.org(a.org_id)
+    return org_out(org)
+
+
+class OrgUpdate(InOrg):
+    name: Name | None = None
+    slug: Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[a-z0-9][a-z0-9-]*$")] | None = None
+
+
+def organization_update(caller: Caller, a: OrgUpdate) -> dict:
+    org, actor = caller.org(a.org_id)
+    return org_out(orgs.update_org(org, name=a.name, slug=a.slug, actor=actor))
+
+
+class OrgDelete(InOrg):
+    confirm_slug: Annotated[str, Field(min_length=1, max_length=100, description="The org's slug, to confirm.")]
+
+
+def organization_delete(caller: Caller, a: OrgDelete) -> dict:
+    org, actor = caller.org(a.org_id)
+    if a.confirm_slug != org.slug:
+        from control_plane.services.errors import InvalidInput
+
+        raise InvalidInput(f"confirm_slug must be the org's slug, {org.slug!r}")
+    orgs.delete_org(org, actor=actor)
+    return {"ok": True, "message": f"deleted {org.slug}"}
+
+
+class MemberAdd(InOrg):
+    email: Email
+    role: RoleRef = "member"
+
+
+def member_add(caller: Caller, a: MemberAdd) -> dict:
+    org, actor = caller.org(a.org_id)
+    try:
+        user = orgs.find_user(a.email)
+    except NotFound:
+        orgs.invite(org, a.email, a.role, actor=actor)
+        return {"status": "invited", "email": a.email.lower(), "role": a.role}
+    orgs.add_member(org, user, a.role, actor=actor)
+    return {"status": "added", "email": user.email, "role": a.role}
+
+
+class MemberRef(InOrg):
+    email: Email
+
+
+def member_remove(caller: Caller, a: MemberRef) -> dict:
+    org, actor = caller.org(a.org_id)
+    orgs.remove_member(org, orgs.find_user(a.email), actor=actor)
+    return {"ok": True, "message": f"removed {a.email}"}
+
+
+def member_list(caller: Caller, a: InOrg) -> dict:
+    org, actor = caller.org(a.org_id)
+    return {"items": [{"user_id": u.id, "email": u.email, "role": m.role} for m, u in orgs.list_members(org, actor=actor)]}
+
+
+class MemberRole(InOrg):
+    email: Email
+    role: RoleRef
+
+
+def member_update_role(caller: Caller, a: MemberRole) -> dict:
+    org, actor = caller.org(a.org_id)
+    user = orgs.find_user(a.email)
+    member = orgs.update_member_role(org, user, a.role, actor=actor)
+    return {"user_id": user.id, "email": user.email, "role": member.role}
+
+
+class ConnectionCreate(InOrg):
+    name: Name
+    url: Url
+    headers: dict[Annotated[str, Field(min_length=1, max_length=100)], HeaderValue] = Field(
+        default_factory=dict, max_length=32, description="Sent to the upstream; write-only (shown masked).")
+
+
+def connection_create(caller: Caller, a: ConnectionCreate) -> dict:
+    org, actor = caller.org(a.org_id)
+    for name, value in a.headers.items():
+        connections.parse_header(f"{name}: {value}")  # same rules as the CLI's --header
+    return connection_out(connections.create_connection(org, a.name, a.url, a.headers, actor=actor))
+
+
+class ConnectionList(InOrg):
+    search: Annotated[str, Field(max_length=200)] | None = Field(None, description="Matches name or URL.")
+    status: Literal["active", "inactive"] | None = None
+    transport: Annotated[str, Field(max_length=16)] | None = None
+    sort: Literal["name", "created_at", "updated_at"] = "created_at"
+    descending: bool = False
+    limit: Annotated[int, Field(ge=1, le=200)] = 50
+    cursor: Annotated[str, Field(max_length=32)] | None = None
+
+
+def connection_list(caller: Caller, a: ConnectionList) -> dict:
+    org, actor = caller.org(a.org_id)
+    rows, next_cursor = connections.page_connections(
+        org, search=a.search, status=a.status, transport=a.transport, sort=a.sort, descending=a.descending,
+        limit=a.limit, cursor=a.cursor, actor=actor)
+    return {"items": [connection_out(c) for c in rows], "next_cursor": next_cursor}
+
+
+class ConnectionRef(InOrg):
+    connection_id: Id
+
+
+def connection_get(caller: Caller, a: ConnectionRef) -> dict:
+    org, actor = caller.org(a.org_id)
+    return connection_out(connections.get_connection(org, a.connection_id, actor=actor))
+
+
+class ConnectionUpdate(ConnectionRef):
+    name: Name | None = None
+    url: Url | None = None
+    status: Literal["active", "inactive"] | None = None
+
+
+def connection_update(caller: Caller, a: ConnectionUpdate) -> dict:
+    org, actor = caller.org(a.org_id)
+    return connection_out(connections.update_connection(org, a.connection_id, name=a.name, url=a.url,
+                                                        status=a.status, actor=actor))
+
+
+def connection_delete(caller: Caller, a: ConnectionRef) -> dict:
+    org, actor = caller.org(a.org_id)
+    connections.delete_connection(org, a.connection_id, actor=actor)
+    return {"ok": True, "message": f"deleted {a.connection_id}"}
+
+
+class TestOut(Result):
+    ok: bool
+    latency_ms: float
+    server: dict[str, Any]
+    tools: list[str]
+    error: str | None
+
+
+def connection_test(caller: Caller, a: ConnectionRef) -> dict:
+    org, actor = caller.org(a.org_id)
+    _, result = connections.test_connection(org, a.connection_id, actor=actor)
+    return {"ok": result.ok, "latency_ms": result.latency_ms, "server": result.server,
+            "tools": [t["name"] for t in result.tools], "error": result.error}
+
+
+class ConnectionConfigure(ConnectionRef):
+    headers: dict[Annotated[str, Field(min_length=1, max_length=100)], HeaderValue] = Field(
+        max_length=32, description="Replaces the headers the gateway adds upstream; write-only.")
+
+
+def connection_configure(caller: Caller, a: ConnectionConfigure) -> dict:
+    org, actor = caller.org(a.org_id)
+    return connection_out(connections.configure_connection(org, a.connection_id, a.headers, actor=actor))
+
+
+Permissions = Annotated[dict[str, Any], Field(description="A permission document (see the README: tools, prompts, "
+                                                          "resources, manage).")]
+
+
+class RoleCreate(InOrg):
+    name: Annotated[str, Field(min_length=1, max_length=100)]
+    permissions: Permissions
+    description: Annotated[str, Field(max_length=500)] = ""
+
+
+def role_out(role) -> dict:
+    return {"id": role.id, "name": role.name, "builtin": False, "description": role.description,
+            "permissions": role.permissions}
+
+
+def role_create(caller: Caller, a: RoleCreate) -> dict:
+    org, actor = caller.org(a.org_id)
+    return role_out(roles.create_role(org, a.name, a.permissions, a.description, actor=actor))
+
+
+def role_list(caller: Caller, a: InOrg) -> dict:
+    org, actor = caller.org(a.org_id)
+    return {"items": roles.list_roles(org, actor=actor)}
+
+
+class RoleUpdate(InOrg):
+    role: RoleRef = Field(description="The role's id or name.")
+    name: Annotated[str, Field(min_length=1, max_length=100)] | None = None
+    permissions: Permissions | None = None
+    description: Annotated[str, Field(max_length=500)] | None = None
+
+
+def role_update(caller: Caller, a: RoleUpdate) -> dict:
+    org, actor = caller.org(a.org_id)
+    return role_out(roles.update_role(org, a.role, name=a.name, permissions=a.permissions,
+                                      description=a.description, actor=actor))
+
+
+class RoleRefArgs(InOrg):
+    role: RoleRef = Field(description="The role's id or name.")
+
+
+def role_delete(caller: Caller, a: RoleRefArgs) -> dict:
+    org, actor = caller.org(a.org_id)
+    roles.delete_role(org, a.role, actor=actor)
+    return {"ok": True, "message": f"deleted role {a.role}"}
+
+
+class KeyCreate(InOrg):
+    name: Name
+    scope: Permissions | None = Field(None, description="Narrow the key to part of your permissions.")
+    expires_in_days: Annotated[int, Field(ge=1, le=3650)] | None = None
+
+
+def api_key_create(caller: Caller, a: KeyCreate) -> dict:
+    org, actor = caller.org(a.org_id)
+    expires = utcnow() + timedelta(days=a.expires_in_days) if a.expires_in_days else None
+    key, row = api_keys.create_api_key(org, caller.user, a.name, scope=a.scope, expires_at=expires, actor=actor)
+    return {**key_out(row), "key": key}
+
+
+def api_key_list(caller: Caller, a: InOrg) -> dict:
+    org, actor = caller.org(a.org_id)
+    return {"items": [key_out(k) for k in api_keys.list_api_keys(org, actor=actor)]}
+
+
+class KeyRef(InOrg):
+    key_id: Id
+
+
+def api_key_revoke(caller: Caller, a: KeyRef) -> dict:
+    org, actor = caller.org(a.org_id)
+    return key_out(api_keys.revoke_api_key(org, a.key_id, actor=actor))
+
+
+# -- the registry ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ToolSpec:
+    name: str
+    description: str
+    args: type[Args]
+    result: type[Result]
+    handler: Callable[[Caller, Any], dict]
+    permission: str | None  # the management permission that shows the tool; None: every member
+    mutates: bool
+
+
+TOOLS: dict[str, ToolSpec] = {t.name: t for t in (
+    ToolSpec("ORGANIZATION_CREATE", "Create an organization with you as its owner.", OrgCreate, OrgOut,
+             organization_create, None, True),
+    ToolSpec("ORGANIZATION_LIST", "The organizations you belong to.", NoArgs, OrgList, organization_list, None, False),
+    ToolSpec("ORGANIZATION_GET", "One organization.", InOrg, OrgOut, organization_get, None, False),
+    ToolSpec("ORGANIZATION_UPDATE", "Rename an organization or change its slug.", OrgUpdate, OrgOut,
+             organization_update, "org.update", True),
+    ToolSpec("ORGANIZATION_DELETE", "Delete an organization and everything in it.", OrgDelete, Done,
+             organization_delete, "org.delete", True),
+    ToolSpec("ORGANIZATION_MEMBER_ADD", "Add a user by email (invites them if they have no account).", MemberAdd,
+             MemberAdded, member_add, "members.manage", True),
+    ToolSpec("ORGANIZATION_MEMBER_REMOVE", "Remove a member; their API keys stop working.", MemberRef, Done,
+             member_remove, "members.manage", True),
+    ToolSpec("ORGANIZATION_MEMBER_LIST", "Members and their roles.", InOrg, MemberList, member_list,
+             "members.read", False),
+    ToolSpec("ORGANIZATION_MEMBER_UPDATE_ROLE", "Change a member's role.", MemberRole, MemberOut, member_update_role,
+             "members.manage", True),
+    ToolSpec("COLLECTION_CONNECTIONS_CREATE", "Register an upstream MCP server.", ConnectionCreate, ConnectionOut,
+             connection_create, "connections.write", True),
+    ToolSpec("COLLECTION_CONNECTIONS_LIST", "Connections, filtered, sorted and paginated (cursor).", ConnectionList,
+             ConnectionPage, connection_list, "connections.read", False),
+    ToolSpec("COLLECTION_CONNECTIONS_GET", "One connection.", ConnectionRef, ConnectionOut, connection_get,
+             "connections.read", False),
+    ToolSpec("COLLECTION_CONNECTIONS_UPDATE", "Change a connection's name, URL or status.", ConnectionUpdate,
+             ConnectionOut, connection_update, "connections.write", True),
+    ToolSpec("COLLECTION_CONNECTIONS_DELETE", "Delete a connection.", ConnectionRef, Done, connection_delete,
+             "connections.write", True),
+    ToolSpec("CONNECTION_TEST", "Connect to the upstream with its credentials; report status, latency, server "
+             "info and tools, and keep the tool catalog.", ConnectionRef, TestOut, connection_test,
+             "connections.write", True),
+    ToolSpec("CONNECTION_CONFIGURE", "Set the headers (credentials) sent to the upstream.", ConnectionConfigure,
+             ConnectionOut, connection_configure, "connections.write", True),
+    ToolSpec("ROLE_CREATE", "Create a custom role.", RoleCreate, RoleOut, role_create, "roles.manage", True),
+    ToolSpec("ROLE_LIST", "Built-in and custom roles.", InOrg, RoleList, role_list, "members.read", False),
+    ToolSpec("ROLE_UPDATE", "Change a custom role.", RoleUpdate, RoleOut, role_update, "roles.manage", True),
+    ToolSpec("ROLE_DELETE", "Delete a custom role no member holds.", RoleRefArgs, Done, role_delete,
+             "roles.manage", True),
+    ToolSpec("API_KEY_CREATE", "Create an API key for yourself (shown once).", KeyCreate, KeyCreated,
+             api_key_create, None, True),
+    ToolSpec("API_KEY_LIST", "Your API keys (all keys, with keys.manage).", InOrg, KeyList, api_key_list, None, False),
+    ToolSpec("API_KEY_REVOKE", "Revoke an API key (yours, or any with keys.manage).", KeyRef, KeyOut, api_key_revoke,
+             None, True),
+)}
