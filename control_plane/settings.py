@@ -8,12 +8,19 @@
 - ``PORT``           the gateway's single front door (default 3000)
 - ``HOST``           the address it listens on (default 127.0.0.1; 0.0.0.0 in containers)
 - ``CONTROL_PLANE_PORT`` the Flask app's internal port on 127.0.0.1 (default PORT + 1)
+- ``ENCRYPTION_KEY`` the vault's master key (32 bytes, base64 or hex); unset: a keyring file
+                     ``<data dir>/mesh.key`` generated on first run (``control_plane.vault_keys``)
+- ``ENCRYPTION_KEY_PREVIOUS`` during a rotation with ``ENCRYPTION_KEY``: the key being replaced
+- ``MESH_DATAPLANE_KEY`` the key secrets are wrapped under for the data plane; unset: the file
+                     ``<data dir>/dataplane.key``, generated on first run
+
+The key values are kept out of ``repr`` so a logged ``Settings`` never shows them.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -46,6 +53,17 @@ class Settings:
     port: int
     control_plane_port: int
     listen_host: str = "127.0.0.1"
+    encryption_key: str | None = field(default=None, repr=False)
+    encryption_key_previous: str | None = field(default=None, repr=False)
+    dataplane_key: str | None = field(default=None, repr=False)
+
+    @property
+    def master_key_file(self) -> Path:
+        return self.data_dir / "mesh.key"
+
+    @property
+    def dataplane_key_file(self) -> Path:
+        return self.data_dir / "dataplane.key"
 
     def child_env(self) -> dict[str, str]:
         """The environment that makes a child process see exactly these settings."""
@@ -57,6 +75,11 @@ class Settings:
             "PORT": str(self.port),
             "CONTROL_PLANE_PORT": str(self.control_plane_port),
             "HOST": self.listen_host,
+            **{name: value for name, value in (
+                ("ENCRYPTION_KEY", self.encryption_key),
+                ("ENCRYPTION_KEY_PREVIOUS", self.encryption_key_previous),
+                ("MESH_DATAPLANE_KEY", self.dataplane_key),
+            ) if value},
         }
 
     @classmethod
@@ -74,4 +97,7 @@ class Settings:
             port=port,
             control_plane_port=int(env.get("CONTROL_PLANE_PORT") or port + 1),
             listen_host=env.get("HOST") or "127.0.0.1",
+            encryption_key=env.get("ENCRYPTION_KEY") or None,
+            encryption_key_previous=env.get("ENCRYPTION_KEY_PREVIOUS") or None,
+            dataplane_key=env.get("MESH_DATAPLANE_KEY") or None,
         )

@@ -10,14 +10,17 @@ Layout (JSON, ``schema`` 1)::
       "deleted": false,            # a tombstone removes the org from every data plane
       "connections": {
         "conn_…": {"name": "…", "url": "http://…/mcp", "transport": "http",
-                    "status": "active", "headers": {"X-Api-Key": "…"}}
+                    "status": "active",            # or "broken": its secrets cannot be opened
+                    "credentials": {"bearer": "<sealed record>", "header:X-Api-Key": "<sealed record>"}}
       },
       "api_keys": {
         "<sha256 of the key>": {"key_id": "key_…", "user_id": "usr_…", "expires_at": null}
       }
     }
 
-The data plane never decides on anything that is not in here.
+The data plane never decides on anything that is not in here. Credentials are never in the
+clear: each is a ``shared.envelope`` record sealed under the data-plane key, bound to its org,
+connection and field (``shared.credentials``), and opened by the data plane only to inject it.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ class ConnectionRoute:
     url: str
     transport: str = "http"
     status: str = "active"
-    headers: dict[str, str] = field(default_factory=dict)
+    credentials: dict[str, str] = field(default_factory=dict)  # field -> record sealed for the data plane
 
 
 @dataclass(frozen=True, slots=True)
