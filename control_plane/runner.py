@@ -2,9 +2,13 @@
 
 Children: a local ``redis-server`` (only when no Redis is configured and none answers on
 127.0.0.1:6379), the control plane under gunicorn on 127.0.0.1:CONTROL_PLANE_PORT, and the data
-plane (mitmproxy) on HOST:PORT. This process migrates the database, creates the first admin on
-an empty one, then runs the snapshot reconciler once a second until Ctrl-C or SIGTERM, and stops
-every child on the way out. If a child dies, everything stops with a non-zero exit.
+plane (mitmproxy) on HOST:PORT. This process checks the vault's keys (creating them on a first
+run), migrates the database, creates the first admin on an empty one, then runs the snapshot
+reconciler once a second until Ctrl-C or SIGTERM, and stops every child on the way out. If a
+child dies, everything stops with a non-zero exit.
+
+The data plane gets the data-plane key (its file's path, or ``MESH_DATAPLANE_KEY``) and never
+the master key: ``ENCRYPTION_KEY`` is removed from its environment.
 """
 
 from __future__ import annotations
@@ -24,6 +28,9 @@ import sqlalchemy as sa
 from control_plane.settings import Settings
 
 log = logging.getLogger("mesh")
+
+# The data plane must be able to unwrap only what was sealed for it.
+MASTER_KEY_VARIABLES = ("ENCRYPTION_KEY", "ENCRYPTION_KEY_PREVIOUS")
 
 
 def redis_answers(url: str) -> bool:
@@ -66,8 +73,8 @@ class GatewayRunner:
 
     # -- children -----------------------------------------------------------------------------
 
-    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
-        env = {**os.environ, **self.settings.child_env()}
+    def _spawn(self, name: str, argv: list[str], withhold: tuple[str, ...] = ()) -> subprocess.Popen:
+        env = {k: v for k, v in {**os.environ, **self.settings.child_env()}.items() if k not in withhold}
         proc = subprocess.Popen(argv, env=env, start_new_session=True)
         self.children.append((name, proc))
         return proc
@@ -99,7 +106,8 @@ class GatewayRunner:
             sys.executable, "-m", "dataplane_addon", "--listen-host", s.listen_host, "--port", str(s.port),
             "--control-plane", f"127.0.0.1:{s.control_plane_port}", "--redis-url", s.redis_url,
             "--redis-prefix", s.redis_prefix,
-        ])
+            *([] if s.dataplane_key else ["--dataplane-key-file", str(s.dataplane_key_file)]),
+        ], withhold=MASTER_KEY_VARIABLES)
 
     def stop(self) -> None:
         self._stopping = True
@@ -120,11 +128,18 @@ class GatewayRunner:
         from control_plane.app import create_app
         from control_plane.migrate import upgrade
         from control_plane.services.orgs import bootstrap_first_run
+        from control_plane.vault import Vault
+        from control_plane.vault_keys import VaultKeyError
 
         self.settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        vault = Vault(self.settings)
+        try:
+            vault.check()  # a bad ENCRYPTION_KEY stops here, before anything starts
+        except VaultKeyError as error:
+            raise SystemExit(f"error: {error}") from None
         engine = sa.create_engine(self.settings.database_url)
         try:
-            upgrade(engine)
+            upgrade(engine, master_keyring=vault.master_keyring)
         finally:
             engine.dispose()
         app = create_app(self.settings)
