@@ -29,6 +29,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--redis-prefix", default="mesh")
     parser.add_argument("--body-size-limit", default=DEFAULT_BODY_LIMIT, help="larger requests get 413")
+    parser.add_argument("--dataplane-key-file", default="",
+                        help="the key connection credentials are sealed under (MESH_DATAPLANE_KEY wins)")
     return parser.parse_args(argv)
 
 
@@ -47,6 +49,7 @@ async def serve(args: argparse.Namespace) -> None:
         mesh_control_plane=args.control_plane,
         mesh_redis_url=args.redis_url,
         mesh_redis_prefix=args.redis_prefix,
+        mesh_dataplane_key_file=args.dataplane_key_file,
     )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -22,6 +22,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from shared.bus import BusKeys, ChangeMessage
+from shared.envelope import EnvelopeError, SealedRecord, parse_record
 from shared.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
@@ -45,11 +46,23 @@ class Upstream:
     port: int
     path: str
     query: str
-    headers: tuple[tuple[str, str], ...]
+    # (field, record sealed under the data-plane key): parsed once here, opened only to inject.
+    credentials: tuple[tuple[str, SealedRecord], ...] = ()
+    status: str = "active"  # "broken": its credentials cannot be used; calls get 503
+
+
+SERVED_STATUSES = ("active", "broken")
 
 
 def upstream_from(connection_id: str, org_id: str, route) -> Upstream:
     parts = urlsplit(route.url)
+    status = route.status
+    try:
+        credentials = tuple((field, parse_record(text)) for field, text in sorted(route.credentials.items()))
+    except (EnvelopeError, AttributeError) as error:
+        reason = error if isinstance(error, EnvelopeError) else "its credentials are not a mapping"
+        log.error("connection %s is broken: %s", connection_id, reason)
+        credentials, status = (), "broken"
     return Upstream(
         connection_id=connection_id,
         org_id=org_id,
@@ -59,7 +72,8 @@ def upstream_from(connection_id: str, org_id: str, route) -> Upstream:
         port=parts.port or (443 if parts.scheme == "https" else 80),
         path=parts.path or "/",
         query=parts.query,
-        headers=tuple(route.headers.items()),
+        credentials=credentials,
+        status=status,
     )
 
 
@@ -83,7 +97,7 @@ class SnapshotStore:
         upstreams = {
             cid: upstream_from(cid, org, route)
             for cid, route in ({} if snapshot.deleted else snapshot.connections).items()
-            if route.status == "active"
+            if route.status in SERVED_STATUSES
         }
         # Swap: drop the org's previous entries, add the new ones. No await in here.
         for h in self._org_keys.get(org, ()):
