@@ -153,6 +153,8 @@ class GatewayRunner:
         return app
 
     def run(self) -> int:
+        from control_plane.vault_keys import VaultKeyError
+
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
         logging.getLogger("alembic").setLevel(logging.WARNING)
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -170,6 +172,8 @@ class GatewayRunner:
                         publisher.reconcile()
                     except (redis.RedisError, sa.exc.SQLAlchemyError) as exc:
                         log.warning("snapshot reconcile failed (%s); retrying", type(exc).__name__)
+                    except VaultKeyError as exc:  # e.g. the keyring file was removed: say so, keep serving
+                        log.error("snapshot reconcile failed: %s", exc)
                 for name, proc in self.children:
                     if proc.poll() is not None:
                         self.say(f"error: the {name} exited with code {proc.returncode}; stopping")

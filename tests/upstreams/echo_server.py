@@ -1,20 +1,22 @@
 """A real upstream MCP server for tests, built with the `mcp` SDK: tools ``echo`` and ``add``.
 
-Run as ``python -m tests.upstreams.echo_server PORT [HEADER_LOG]``. Every request's method, path
-and headers are appended to HEADER_LOG as JSON lines, so tests can assert on exactly what
-reached the upstream (and that a denied call never did).
+Run as ``python -m tests.upstreams.echo_server PORT [HEADER_LOG] [--require-bearer TOKEN]``.
+Every request's method, path and headers are appended to HEADER_LOG as JSON lines, so tests can
+assert on exactly what reached the upstream (and that a denied call never did). With
+``--require-bearer`` every request without ``Authorization: Bearer TOKEN`` is answered 401
+(after being logged), as an upstream with its own credentials would.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 
 import uvicorn
 from mcp.server.mcpserver import MCPServer
 
 
-def build(header_log: str | None):
+def build(header_log: str | None, required_bearer: str | None = None):
     server = MCPServer("echo-upstream")
 
     @server.tool()
@@ -28,20 +30,31 @@ def build(header_log: str | None):
         return a + b
 
     app = server.streamable_http_app()
-    if header_log is None:
+    if header_log is None and required_bearer is None:
         return app
 
     async def recording(scope, receive, send):
         if scope["type"] == "http":
-            with open(header_log, "a") as log:
-                headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
-                log.write(json.dumps({"method": scope["method"], "path": scope["path"], "headers": headers}) + "\n")
+            headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+            if header_log is not None:
+                with open(header_log, "a") as log:
+                    log.write(json.dumps({"method": scope["method"], "path": scope["path"], "headers": headers}) + "\n")
+            if required_bearer is not None and headers.get("authorization") != f"Bearer {required_bearer}":
+                await send({"type": "http.response.start", "status": 401,
+                            "headers": [(b"content-type", b"application/json"),
+                                        (b"www-authenticate", b'Bearer realm="echo-upstream"')]})
+                await send({"type": "http.response.body", "body": b'{"error": "unauthorized"}'})
+                return
         await app(scope, receive, send)
 
     return recording
 
 
 if __name__ == "__main__":
-    port = int(sys.argv[1])
-    uvicorn.run(build(sys.argv[2] if len(sys.argv) > 2 else None), host="127.0.0.1", port=port,
+    parser = argparse.ArgumentParser()
+    parser.add_argument("port", type=int)
+    parser.add_argument("header_log", nargs="?")
+    parser.add_argument("--require-bearer", metavar="TOKEN")
+    args = parser.parse_args()
+    uvicorn.run(build(args.header_log, args.require_bearer), host="127.0.0.1", port=args.port,
                 log_level="warning", lifespan="on")
