@@ -23,7 +23,8 @@ def secret_options(command):
     """The options that set a connection's secrets, for ``connections add`` and ``set-secret``."""
     options = [
         click.option("--bearer", metavar="TOKEN|-", help="Sent as 'Authorization: Bearer TOKEN'; '-' reads stdin."),
-        click.option("--bearer-env", metavar="VAR", help="Like --bearer, the token read from environment variable VAR."),
+        click.option("--bearer-env", metavar="VAR",
+                     help="Like --bearer, the token read from environment variable VAR."),
         click.option("--basic", metavar="USER:PASS|-", help="Sent as HTTP basic auth; '-' reads stdin."),
         click.option("--basic-env", metavar="VAR", help="Like --basic, USER:PASS read from environment variable VAR."),
         click.option("--header", "headers", multiple=True, metavar='"NAME: VALUE"',

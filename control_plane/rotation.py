@@ -1,5 +1,7 @@
-"""``mesh vault rotate`` and ``mesh vault status``. Rotation: move every secret in the database under a new master key while the
-gateway keeps serving, then retire the old key.
+"""``mesh vault rotate`` and ``mesh vault status``.
+
+Rotation moves every secret in the database under a new master key while the gateway keeps
+serving, then retires the old key.
 
 Only the data keys are re-wrapped (``shared.envelope.rewrap``): the ciphertexts, and so the
 secrets, do not change, no snapshot changes, and data planes (which use the data-plane key) do
@@ -98,7 +100,8 @@ def rotate_master_key(vault: Vault, batch_size: int = 200, grace: float = 2.0, s
 
 
 def _pending(active: str) -> bool:
-    return db.session.scalar(sa.select(ConnectionSecret.id).where(ConnectionSecret.key_id != active).limit(1)) is not None
+    query = sa.select(ConnectionSecret.id).where(ConnectionSecret.key_id != active).limit(1)
+    return db.session.scalar(query) is not None
 
 
 def _sweep(vault: Vault, active: str, batch_size: int, report: RotationReport, say) -> int:
@@ -107,8 +110,9 @@ def _sweep(vault: Vault, active: str, batch_size: int, report: RotationReport, s
     columns = (ConnectionSecret.id, ConnectionSecret.org_id, ConnectionSecret.connection_id, ConnectionSecret.field,
                ConnectionSecret.envelope)
     while True:
-        rows = db.session.execute(sa.select(*columns).where(ConnectionSecret.key_id != active, ConnectionSecret.id > after)
-                                  .order_by(ConnectionSecret.id).limit(batch_size)).all()
+        rows = db.session.execute(
+            sa.select(*columns).where(ConnectionSecret.key_id != active, ConnectionSecret.id > after)
+            .order_by(ConnectionSecret.id).limit(batch_size)).all()
         if not rows:
             db.session.rollback()
             return moved

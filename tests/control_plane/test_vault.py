@@ -21,7 +21,7 @@ from control_plane.services.secrets import set_secrets
 from control_plane.vault_keys import read_keyring_file
 from shared.bus import BusKeys
 from shared.credentials import delivery_context, vault_context
-from shared.envelope import AuthenticationFailed, EnvelopeError, Keyring, open_sealed, parse_record
+from shared.envelope import AuthenticationFailed, EnvelopeError, Keyring, open_sealed
 from shared.snapshot import Snapshot
 from tests.secret_scan import database_dump, find_secret, redis_dump
 
@@ -115,7 +115,8 @@ def test_no_plaintext_of_a_secret_is_in_any_redis_key_or_database_row(app, first
     assert runner.invoke(main, [*base, "connections", "add", "--name", "basic", "--url", "http://127.0.0.1:9/mcp",
                                 "--basic-env", "BASIC"], env={**env, "BASIC": f"svc:{PASSWORD}"}).exit_code == 0
     listing = runner.invoke(main, [*base, "connections", "list", "--json"], env=env).output
-    assert next(c for c in json.loads(listing) if c["id"] == conn_id)["secrets"] == {"bearer": "sk-…a1b2", "header:X-Api-Key": "hdr…06-x"}
+    shown = next(c for c in json.loads(listing) if c["id"] == conn_id)["secrets"]
+    assert shown == {"bearer": "sk-…a1b2", "header:X-Api-Key": "hdr…06-x"}
     assert set(stored(conn_id)) == {"bearer", "header:X-Api-Key"}
 
     everything = {**{f"redis {k}": v for k, v in redis_dump(redis_client, bus_prefix).items()},
@@ -289,6 +290,14 @@ def test_a_bad_encryption_key_is_refused_with_a_clear_message(app, first, settin
     assert result.exit_code != 0
     assert "ENCRYPTION_KEY must be 32 bytes" in result.output and "too-short" not in result.output
     assert "Traceback" not in result.output
+
+
+def test_settings_never_show_the_keys_they_hold(tmp_path):
+    from control_plane.settings import Settings
+
+    held = Settings.from_env(tmp_path, env={"ENCRYPTION_KEY": "A" * 43 + "=", "MESH_DATAPLANE_KEY": "B" * 64,
+                                                     "ENCRYPTION_KEY_PREVIOUS": "C" * 64})
+    assert held.encryption_key and "AAAA" not in repr(held) and "BBBB" not in repr(held) and "CCCC" not in repr(held)
 
 
 def test_vault_status_counts_secrets_by_key_and_names_the_broken_ones(app, first, settings):

@@ -38,7 +38,8 @@ def test_existing_plaintext_headers_are_sealed_into_the_vault(database_url, tmp_
             rows = conn.execute(sa.text("SELECT connection_id, field, envelope, key_id, hint FROM connection_secrets "
                                         "ORDER BY field")).all()
             version = conn.execute(sa.text("SELECT policy_version FROM organizations")).scalar()
-        assert [(r.connection_id, r.field) for r in rows] == [("conn_1", "header:X-Api-Key"), ("conn_1", "header:X-Team")]
+        assert [(r.connection_id, r.field) for r in rows] == [("conn_1", "header:X-Api-Key"),
+                                                              ("conn_1", "header:X-Team")]
         keyring = vault.master_keyring()
         opened = {r.field: open_sealed(r.envelope, vault_context("org_1", "conn_1", r.field), keyring).decode()
                   for r in rows}

@@ -66,8 +66,8 @@ def upgrade() -> None:
     op.create_index("ix_connection_secrets_key_id", "connection_secrets", ["key_id"])
 
     bind = op.get_bind()
-    with_headers = [row for row in bind.execute(sa.select(connections.c.id, connections.c.org_id, connections.c.headers))
-                    if row.headers]
+    every = bind.execute(sa.select(connections.c.id, connections.c.org_id, connections.c.headers))
+    with_headers = [row for row in every if row.headers]
     if with_headers:
         from control_plane.models import new_id, utcnow
 
