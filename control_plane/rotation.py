@@ -145,6 +145,15 @@ class VaultStatus:
     unreadable: dict[str, str]  # "conn_… field" -> reason (no secrets)
 
 
+def secrets_under_keys_not_held(vault: Vault) -> dict[str, int]:
+    """key id -> how many secrets are wrapped under it, for the ids the keyring lacks."""
+    held = vault.master_keyring().keys
+    counts = db.session.execute(sa.select(ConnectionSecret.key_id, sa.func.count()).group_by(ConnectionSecret.key_id))
+    unheld = {kid: count for kid, count in counts if kid not in held}
+    db.session.rollback()
+    return unheld
+
+
 def vault_status(vault: Vault) -> VaultStatus:
     """Which keys wrap what, and which secrets cannot be opened (each is opened and discarded)."""
     keyring = vault.master_keyring()

@@ -127,6 +127,7 @@ class GatewayRunner:
         """Migrate, and on an empty database create the first admin, org and key."""
         from control_plane.app import create_app
         from control_plane.migrate import upgrade
+        from control_plane.rotation import secrets_under_keys_not_held
         from control_plane.services.orgs import bootstrap_first_run
         from control_plane.vault import Vault
         from control_plane.vault_keys import VaultKeyError
@@ -145,6 +146,12 @@ class GatewayRunner:
         app = create_app(self.settings)
         with app.app_context():
             first = bootstrap_first_run()
+            unheld = secrets_under_keys_not_held(vault)
+        if unheld:
+            # Most likely the wrong data dir or ENCRYPTION_KEY: say so now, not at the first call.
+            self.say(f"warning: {sum(unheld.values())} secret(s) are sealed under master key(s) "
+                     f"{', '.join(sorted(unheld))}, which this gateway does not hold; their connections will be "
+                     "broken. Check --data-dir / ENCRYPTION_KEY (`mesh vault status` lists them).")
         if first:
             self.say("First run: created an admin, an organization and an API key. They are shown once.")
             self.say(f"  admin login:  {first.email} / {first.password}")

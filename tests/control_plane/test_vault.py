@@ -282,6 +282,24 @@ def vault_of_current_app():
     return current_app.extensions["mesh.vault"]
 
 
+def test_moving_from_the_keyring_file_to_encryption_key_is_a_rotation(app, first, settings):
+    from control_plane.rotation import rotate_master_key, secrets_under_keys_not_held
+    from control_plane.settings import Settings
+    from control_plane.vault import Vault
+    from shared.envelope import encode_key, generate_key
+
+    conn = connections.create_connection(first.org, "api", "http://127.0.0.1:9/mcp", secrets={"bearer": BEARER})
+    file_ring = read_keyring_file(settings.master_key_file)
+    new_key = encode_key(generate_key())
+    only_new = Vault(Settings.from_env(settings.data_dir, env={"ENCRYPTION_KEY": new_key}))
+    assert secrets_under_keys_not_held(only_new) == {file_ring.active: 1}, "what mesh up warns about"
+    both = Vault(Settings.from_env(settings.data_dir, env={
+        "ENCRYPTION_KEY": new_key, "ENCRYPTION_KEY_PREVIOUS": encode_key(file_ring.keys[file_ring.active])}))
+    assert rotate_master_key(both, grace=0).rewrapped == 1
+    assert secrets_under_keys_not_held(only_new) == {}
+    assert only_new.open_secret(first.org.id, conn.id, "bearer", stored(conn.id)["bearer"].envelope) == BEARER
+
+
 def test_a_bad_encryption_key_is_refused_with_a_clear_message(app, first, settings):
     result = CliRunner().invoke(main, ["--data-dir", str(settings.data_dir), "connections", "add", "--name", "x",
                                        "--url", "http://127.0.0.1:9/mcp", "--bearer", BEARER],
