@@ -149,9 +149,7 @@ def secrets_under_keys_not_held(vault: Vault) -> dict[str, int]:
     """key id -> how many secrets are wrapped under it, for the ids the keyring lacks."""
     held = vault.master_keyring().keys
     counts = db.session.execute(sa.select(ConnectionSecret.key_id, sa.func.count()).group_by(ConnectionSecret.key_id))
-    unheld = {kid: count for kid, count in counts if kid not in held}
-    db.session.rollback()
-    return unheld
+    return {kid: count for kid, count in counts if kid not in held}
 
 
 def vault_status(vault: Vault) -> VaultStatus:

@@ -145,8 +145,8 @@ class GatewayRunner:
             engine.dispose()
         app = create_app(self.settings)
         with app.app_context():
-            first = bootstrap_first_run()
             unheld = secrets_under_keys_not_held(vault)
+            first = bootstrap_first_run()
         if unheld:
             # Most likely the wrong data dir or ENCRYPTION_KEY: say so now, not at the first call.
             self.say(f"warning: {sum(unheld.values())} secret(s) are sealed under master key(s) "
