@@ -9,6 +9,7 @@ from control_plane.models import db
 from control_plane.publisher import SnapshotPublisher
 from control_plane.services.errors import Conflict, InvalidInput, NotFound, ServiceError
 from control_plane.settings import Settings
+from control_plane.vault import Vault
 from shared.bus import BusKeys
 
 
@@ -22,8 +23,10 @@ def create_app(settings: Settings | None = None) -> Flask:
         JSON_SORT_KEYS=False,
     )
     db.init_app(app)
+    vault = Vault(settings)
+    app.extensions["mesh.vault"] = vault
     app.extensions["mesh.publisher"] = SnapshotPublisher.from_url(
-        settings.redis_url, BusKeys(settings.redis_prefix), lambda: db.session
+        settings.redis_url, BusKeys(settings.redis_prefix), lambda: db.session, vault.deliver
     )
 
     from control_plane.api import api

@@ -12,6 +12,7 @@ from datetime import timedelta
 import click
 import sqlalchemy as sa
 
+from control_plane.cli_vault import collect_secrets, secret_options, vault
 from control_plane.settings import Settings
 
 ORG_HELP = "Org id or slug (default: the first-run org `default`, or the only org)."
@@ -52,6 +53,9 @@ def main(ctx: click.Context, data_dir: str) -> None:
     ctx.obj = Settings.from_env(data_dir)
 
 
+main.add_command(vault)
+
+
 @main.command()
 @click.pass_obj
 def up(settings: Settings) -> None:
@@ -67,11 +71,15 @@ def up(settings: Settings) -> None:
 def migrate(settings: Settings) -> None:
     """Bring the database schema up to date."""
     from control_plane.migrate import upgrade
+    from control_plane.vault import Vault
+    from control_plane.vault_keys import VaultKeyError
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = sa.create_engine(settings.database_url)
     try:
-        upgrade(engine)
+        upgrade(engine, master_keyring=Vault(settings).master_keyring)
+    except VaultKeyError as error:
+        raise click.ClickException(str(error)) from None
     finally:
         engine.dispose()
     click.echo("database is up to date")
@@ -114,24 +122,47 @@ def connections() -> None:
 @connections.command("add")
 @click.option("--name", required=True)
 @click.option("--url", required=True, help="The upstream's Streamable HTTP endpoint.")
-@click.option("--header", "headers", multiple=True, metavar='"NAME: VALUE"', help="Sent to the upstream; repeatable.")
+@secret_options
 @click.option("--org", "org_ref", help=ORG_HELP)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
-def connections_add(settings: Settings, name, url, headers, org_ref, as_json) -> None:
-    """Register a connection and print its id."""
+def connections_add(settings: Settings, name, url, org_ref, as_json, **secret_opts) -> None:
+    """Register a connection and print its id. Its secrets go into the vault, sealed; listings
+    show only a mask of each."""
     from control_plane.services import connections as svc
     from control_plane.services.orgs import find_org
+    from control_plane.services.secrets import secret_masks
 
     with _services(settings):
-        parsed = dict(svc.parse_header(h) for h in headers)
-        conn = svc.create_connection(find_org(org_ref), name, url, parsed)
-        _emit(as_json, _connection_row(conn, svc), conn.id)
+        org = find_org(org_ref)
+        conn = svc.create_connection(org, name, url, secrets=collect_secrets(**secret_opts))
+        _emit(as_json, _connection_row(conn, secret_masks(org)), conn.id)
 
 
-def _connection_row(conn, svc) -> dict:
+@connections.command("set-secret")
+@click.argument("connection_ref", metavar="CONNECTION")
+@secret_options
+@click.option("--remove", "removals", multiple=True, metavar="FIELD",
+              help="Remove a secret: bearer, basic, header:NAME or env:NAME; repeatable.")
+@click.option("--org", "org_ref", help="Org id or slug (default: the first-run org `default`, or the only org).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def connections_set_secret(settings: Settings, connection_ref, removals, org_ref, as_json, **secret_opts) -> None:
+    """Set, replace or remove secrets of a connection (by id or name)."""
+    from control_plane.services.orgs import find_org
+    from control_plane.services.secrets import find_connection, secret_masks, set_secrets
+
+    with _services(settings):
+        org = find_org(org_ref)
+        conn = find_connection(org, connection_ref)
+        set_secrets(org, conn, collect_secrets(**secret_opts), tuple(removals))
+        row = _connection_row(conn, secret_masks(org))
+        _emit(as_json, row, f"{conn.id}: " + (", ".join(f"{k}={v}" for k, v in row["secrets"].items()) or "no secrets"))
+
+
+def _connection_row(conn, masks: dict) -> dict:
     return {"id": conn.id, "org_id": conn.org_id, "name": conn.name, "url": conn.url, "transport": conn.transport,
-            "status": conn.status, "headers": svc.mask_headers(conn.headers or {}), "created_at": conn.created_at}
+            "status": conn.status, "secrets": masks.get(conn.id, {}), "created_at": conn.created_at}
 
 
 @connections.command("list")
@@ -141,10 +172,15 @@ def _connection_row(conn, svc) -> dict:
 def connections_list(settings: Settings, org_ref, as_json) -> None:
     from control_plane.services import connections as svc
     from control_plane.services.orgs import find_org
+    from control_plane.services.secrets import secret_masks
 
     with _services(settings):
-        rows = [_connection_row(c, svc) for c in svc.list_connections(find_org(org_ref))]
-        _emit(as_json, rows, "\n".join(f"{r['id']}  {r['status']:<8} {r['name']:<24} {r['url']}" for r in rows))
+        org = find_org(org_ref)
+        masks = secret_masks(org)
+        rows = [_connection_row(c, masks) for c in svc.list_connections(org)]
+        _emit(as_json, rows, "\n".join(
+            f"{r['id']}  {r['status']:<8} {r['name']:<24} {r['url']}"
+            + "".join(f"  {k}={v}" for k, v in r["secrets"].items()) for r in rows))
 
 
 def _json_arg(text: str | None, what: str):

@@ -4,6 +4,9 @@ Only what the data plane may act on goes in: active connections, and keys that a
 and whose user is still a member of the org, each pointing at the policy it is decided by: its
 role's (shared by every key of that role) or, for a narrowed key, its own (role + scope). A key
 whose owner left, or whose role vanished, stops working with the next snapshot.
+
+Connection secrets are added by ``deliver`` (``control_plane.vault.Vault.deliver``), which seals
+them for the data plane; without it a snapshot carries no credentials at all.
 """
 
 from __future__ import annotations
@@ -19,16 +22,18 @@ from shared.policy import PolicyError, normalize, role_document
 from shared.snapshot import ConnectionRoute, KeyGrant, Snapshot
 
 
-def compile_snapshot(session: Session, org_id: str) -> Snapshot:
+def compile_snapshot(session: Session, org_id: str, deliver=None) -> Snapshot:
     org = session.get(Organization, org_id, populate_existing=True)
     if org is None:
         # Deleted orgs are published as tombstones with a version no live org reaches.
         return Snapshot(org_id=org_id, version=2**62, deleted=True)
     connections = {
-        c.id: ConnectionRoute(name=c.name, url=c.url, transport=c.transport, status=c.status, headers=dict(c.headers or {}))
+        c.id: ConnectionRoute(name=c.name, url=c.url, transport=c.transport, status=c.status)
         for c in session.scalars(sa.select(Connection).where(Connection.org_id == org_id))
         if c.status == "active"
     }
+    if deliver is not None:
+        connections = deliver(session, org_id, connections)
     custom = dict(session.execute(sa.select(Role.id, Role.permissions).where(Role.org_id == org_id)).all())
     rows = session.execute(
         sa.select(ApiKey, Member.role)

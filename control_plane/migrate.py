@@ -19,11 +19,22 @@ def alembic_config() -> Config:
     return config
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
+def upgrade(engine: Engine, revision: str = "head", master_keyring=None) -> None:
+    """``master_keyring``: a callable returning the vault's master ``Keyring``, for migrations
+    that seal data (``0002_vault``); it is only called when there is something to seal."""
     config = alembic_config()
     with engine.begin() as connection:
         config.attributes["connection"] = connection
+        config.attributes["master_keyring"] = master_keyring
         command.upgrade(config, revision)
+
+
+def downgrade(engine: Engine, revision: str, master_keyring=None) -> None:
+    config = alembic_config()
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        config.attributes["master_keyring"] = master_keyring
+        command.downgrade(config, revision)
 
 
 def is_current(engine: Engine) -> bool:

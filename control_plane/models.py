@@ -96,8 +96,6 @@ class Connection(db.Model):
     url: Mapped[str] = mapped_column(sa.String(2048))
     transport: Mapped[str] = mapped_column(sa.String(16), default="http")
     status: Mapped[str] = mapped_column(sa.String(16), default="active")
-    # Static headers sent to the upstream. Moves into the encrypted vault with issue #4.
-    headers: Mapped[dict] = mapped_column(sa.JSON, default=dict)
     # What CONNECTION_TEST last found: the upstream's tools (names, descriptions, schemas).
     tool_catalog: Mapped[list | None] = mapped_column(sa.JSON, default=None)
     tested_at: Mapped[datetime | None] = mapped_column(default=None)
@@ -135,3 +133,26 @@ class AdminAudit(db.Model):
     before: Mapped[dict | None] = mapped_column(sa.JSON, default=None)
     after: Mapped[dict | None] = mapped_column(sa.JSON, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+FIELD_TYPE = sa.String(300).with_variant(mysql.VARCHAR(300, collation="utf8mb4_bin"), "mysql")
+
+
+class ConnectionSecret(db.Model):
+    """One credential of a connection, sealed under the master key (``shared.envelope``). The
+    plaintext is never stored; ``hint`` is the mask listings show (``sk-…a1b2``)."""
+
+    __tablename__ = "connection_secrets"
+    __table_args__ = (sa.UniqueConstraint("connection_id", "field", name="uq_connection_secrets_field"),)
+    id: Mapped[str] = mapped_column(sa.String(32), primary_key=True, default=lambda: new_id("sec"))
+    org_id: Mapped[str] = mapped_column(sa.ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
+    connection_id: Mapped[str] = mapped_column(sa.ForeignKey("connections.id", ondelete="CASCADE"), index=True)
+    # "bearer", "basic", "header:<Name>" or "env:<NAME>" (``shared.credentials``). Compared
+    # byte for byte on MariaDB too: env:TOKEN and env:token are two variables.
+    field: Mapped[str] = mapped_column(FIELD_TYPE)
+    envelope: Mapped[str] = mapped_column(sa.Text)
+    # Which master key wrapped the data key: rotation finds what is left to re-wrap by it.
+    key_id: Mapped[str] = mapped_column(sa.String(32), index=True)
+    hint: Mapped[str] = mapped_column(sa.String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -23,16 +23,17 @@ log = logging.getLogger(__name__)
 
 
 class SnapshotPublisher:
-    def __init__(self, redis_client: redis.Redis, keys: BusKeys, session_factory):
+    def __init__(self, redis_client: redis.Redis, keys: BusKeys, session_factory, deliver=None):
         self.redis = redis_client
         self.keys = keys
         self._session = session_factory  # callable returning the Session to read from
+        self._deliver = deliver  # seals each connection's secrets for the data plane (control_plane.vault)
         self._script = redis_client.register_script(PUBLISH_SCRIPT)
 
     @classmethod
-    def from_url(cls, url: str, keys: BusKeys, session_factory) -> "SnapshotPublisher":
+    def from_url(cls, url: str, keys: BusKeys, session_factory, deliver=None) -> "SnapshotPublisher":
         client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
-        return cls(client, keys, session_factory)
+        return cls(client, keys, session_factory, deliver)
 
     def publish(self, snapshot: Snapshot) -> bool:
         """Store and announce ``snapshot`` unless Redis already holds this version or a newer one."""
@@ -47,7 +48,7 @@ class SnapshotPublisher:
         """Compile and publish one org. A Redis outage is logged, not raised: the change is
         committed and the reconciler will publish it when Redis is back."""
         try:
-            return self.publish(compile_snapshot(self._session(), org_id))
+            return self.publish(compile_snapshot(self._session(), org_id, self._deliver))
         except redis.RedisError as exc:
             log.warning("could not publish snapshot of %s (%s); the reconciler will retry", org_id, type(exc).__name__)
             return False

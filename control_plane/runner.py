@@ -2,9 +2,13 @@
 
 Children: a local ``redis-server`` (only when no Redis is configured and none answers on
 127.0.0.1:6379), the control plane under gunicorn on 127.0.0.1:CONTROL_PLANE_PORT, and the data
-plane (mitmproxy) on HOST:PORT. This process migrates the database, creates the first admin on
-an empty one, then runs the snapshot reconciler once a second until Ctrl-C or SIGTERM, and stops
-every child on the way out. If a child dies, everything stops with a non-zero exit.
+plane (mitmproxy) on HOST:PORT. This process checks the vault's keys (creating them on a first
+run), migrates the database, creates the first admin on an empty one, then runs the snapshot
+reconciler once a second until Ctrl-C or SIGTERM, and stops every child on the way out. If a
+child dies, everything stops with a non-zero exit.
+
+The data plane gets the data-plane key (its file's path, or ``MESH_DATAPLANE_KEY``) and never
+the master key: ``ENCRYPTION_KEY`` is removed from its environment.
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ import sqlalchemy as sa
 from control_plane.settings import Settings
 
 log = logging.getLogger("mesh")
+
+# The data plane must be able to unwrap only what was sealed for it.
+MASTER_KEY_VARIABLES = ("ENCRYPTION_KEY", "ENCRYPTION_KEY_PREVIOUS")
 
 
 def redis_answers(url: str) -> bool:
@@ -67,8 +74,8 @@ class GatewayRunner:
 
     # -- children -----------------------------------------------------------------------------
 
-    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
-        env = {**os.environ, **self.settings.child_env()}
+    def _spawn(self, name: str, argv: list[str], withhold: tuple[str, ...] = ()) -> subprocess.Popen:
+        env = {k: v for k, v in {**os.environ, **self.settings.child_env()}.items() if k not in withhold}
         proc = subprocess.Popen(argv, env=env, start_new_session=True)
         self.children.append((name, proc))
         return proc
@@ -102,7 +109,8 @@ class GatewayRunner:
             "--control-plane", f"127.0.0.1:{s.control_plane_port}", "--redis-url", s.redis_url,
             "--redis-prefix", s.redis_prefix, "--body-size-limit", s.max_request_body,
             "--upstream-timeout", str(s.upstream_timeout), "--session-secret-file", str(self._session_secret()),
-        ])
+            *([] if s.dataplane_key else ["--dataplane-key-file", str(s.dataplane_key_file)]),
+        ], withhold=MASTER_KEY_VARIABLES)
 
     def _session_secret(self):
         """The secret binding MCP sessions to callers; kept, so sessions survive a restart."""
@@ -131,17 +139,31 @@ class GatewayRunner:
         """Migrate, and on an empty database create the first admin, org and key."""
         from control_plane.app import create_app
         from control_plane.migrate import upgrade
+        from control_plane.rotation import secrets_under_keys_not_held
         from control_plane.services.orgs import bootstrap_first_run
+        from control_plane.vault import Vault
+        from control_plane.vault_keys import VaultKeyError
 
         self.settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        vault = Vault(self.settings)
+        try:
+            vault.check()  # a bad ENCRYPTION_KEY stops here, before anything starts
+        except VaultKeyError as error:
+            raise SystemExit(f"error: {error}") from None
         engine = sa.create_engine(self.settings.database_url)
         try:
-            upgrade(engine)
+            upgrade(engine, master_keyring=vault.master_keyring)
         finally:
             engine.dispose()
         app = create_app(self.settings)
         with app.app_context():
+            unheld = secrets_under_keys_not_held(vault)
             first = bootstrap_first_run()
+        if unheld:
+            # Most likely the wrong data dir or ENCRYPTION_KEY: say so now, not at the first call.
+            self.say(f"warning: {sum(unheld.values())} secret(s) are sealed under master key(s) "
+                     f"{', '.join(sorted(unheld))}, which this gateway does not hold; their connections will be "
+                     "broken. Check --data-dir / ENCRYPTION_KEY (`mesh vault status` lists them).")
         if first:
             self.say("First run: created an admin, an organization and an API key. They are shown once.")
             self.say(f"  admin login:  {first.email} / {first.password}")
@@ -150,6 +172,8 @@ class GatewayRunner:
         return app
 
     def run(self) -> int:
+        from control_plane.vault_keys import VaultKeyError
+
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
         logging.getLogger("alembic").setLevel(logging.WARNING)
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -167,6 +191,8 @@ class GatewayRunner:
                         publisher.reconcile()
                     except (redis.RedisError, sa.exc.SQLAlchemyError) as exc:
                         log.warning("snapshot reconcile failed (%s); retrying", type(exc).__name__)
+                    except VaultKeyError as exc:  # e.g. the keyring file was removed: say so, keep serving
+                        log.error("snapshot reconcile failed: %s", exc)
                 for name, proc in self.children:
                     if proc.poll() is not None:
                         self.say(f"error: the {name} exited with code {proc.returncode}; stopping")

@@ -10,12 +10,19 @@
 - ``CONTROL_PLANE_PORT`` the Flask app's internal port on 127.0.0.1 (default PORT + 1)
 - ``MESH_MAX_REQUEST_BODY`` largest MCP request body (default ``4m``); larger get 413
 - ``MESH_UPSTREAM_TIMEOUT`` seconds an upstream may take to start answering (default 60); then 504
+- ``ENCRYPTION_KEY`` the vault's master key (32 bytes, base64 or hex); unset: a keyring file
+                     ``<data dir>/mesh.key`` generated on first run (``control_plane.vault_keys``)
+- ``ENCRYPTION_KEY_PREVIOUS`` during a rotation with ``ENCRYPTION_KEY``: the key being replaced
+- ``MESH_DATAPLANE_KEY`` the key secrets are wrapped under for the data plane; unset: the file
+                     ``<data dir>/dataplane.key``, generated on first run
+
+The key values are kept out of ``repr`` so a logged ``Settings`` never shows them.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -50,6 +57,17 @@ class Settings:
     listen_host: str = "127.0.0.1"
     max_request_body: str = "4m"
     upstream_timeout: float = 60.0
+    encryption_key: str | None = field(default=None, repr=False)
+    encryption_key_previous: str | None = field(default=None, repr=False)
+    dataplane_key: str | None = field(default=None, repr=False)
+
+    @property
+    def master_key_file(self) -> Path:
+        return self.data_dir / "mesh.key"
+
+    @property
+    def dataplane_key_file(self) -> Path:
+        return self.data_dir / "dataplane.key"
 
     def child_env(self) -> dict[str, str]:
         """The environment that makes a child process see exactly these settings."""
@@ -63,6 +81,11 @@ class Settings:
             "HOST": self.listen_host,
             "MESH_MAX_REQUEST_BODY": self.max_request_body,
             "MESH_UPSTREAM_TIMEOUT": str(self.upstream_timeout),
+            **{name: value for name, value in (
+                ("ENCRYPTION_KEY", self.encryption_key),
+                ("ENCRYPTION_KEY_PREVIOUS", self.encryption_key_previous),
+                ("MESH_DATAPLANE_KEY", self.dataplane_key),
+            ) if value},
         }
 
     @classmethod
@@ -82,4 +105,7 @@ class Settings:
             listen_host=env.get("HOST") or "127.0.0.1",
             max_request_body=env.get("MESH_MAX_REQUEST_BODY") or "4m",
             upstream_timeout=float(env.get("MESH_UPSTREAM_TIMEOUT") or 60),
+            encryption_key=env.get("ENCRYPTION_KEY") or None,
+            encryption_key_previous=env.get("ENCRYPTION_KEY_PREVIOUS") or None,
+            dataplane_key=env.get("MESH_DATAPLANE_KEY") or None,
         )

@@ -38,6 +38,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="seconds of silence after which a connection (e.g. an idle SSE stream) is closed")
     parser.add_argument("--session-secret-file", help="file with the hex secret that binds MCP sessions to "
                         "callers; data planes sharing traffic must share it (default: random per process)")
+    parser.add_argument("--dataplane-key-file", default="",
+                        help="the key connection credentials are sealed under (MESH_DATAPLANE_KEY wins)")
     return parser.parse_args(argv)
 
 
@@ -67,6 +69,7 @@ async def serve(args: argparse.Namespace) -> None:
         mesh_control_plane=args.control_plane,
         mesh_redis_url=args.redis_url,
         mesh_redis_prefix=args.redis_prefix,
+        mesh_dataplane_key_file=args.dataplane_key_file,
     )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

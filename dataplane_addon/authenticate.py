@@ -13,8 +13,8 @@ from mitmproxy import http
 from dataplane_addon.call import rpc_answer, undecided_call
 from dataplane_addon.snapshot_store import SnapshotStore
 from shared.apikeys import hash_key
+from shared.jsonrpc import UNAUTHORIZED
 
-UNAUTHORIZED_CODE = -32001
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="mcp-mesh"'}
 
 
@@ -36,12 +36,12 @@ class Authenticator:
             return
         token = bearer_token(flow.request.headers.get("Authorization"))
         if token is None:
-            flow.response = rpc_answer(401, UNAUTHORIZED_CODE, "Unauthorized: send 'Authorization: Bearer <API key>'",
+            flow.response = rpc_answer(401, UNAUTHORIZED, "Unauthorized: send 'Authorization: Bearer <API key>'",
                                        headers=CHALLENGE)
             return
         principal = self.store.principal(hash_key(token))
         if principal is None or (principal.expires_at is not None and principal.expires_at <= time.time()):
-            flow.response = rpc_answer(401, UNAUTHORIZED_CODE, "Unauthorized: the API key is not valid",
+            flow.response = rpc_answer(401, UNAUTHORIZED, "Unauthorized: the API key is not valid",
                                        headers={"WWW-Authenticate": 'Bearer realm="mcp-mesh", error="invalid_token"'})
             return
         call.principal = principal

@@ -13,10 +13,8 @@ import json
 from mitmproxy import http
 
 from dataplane_addon.call import undecided_call
-from shared.jsonrpc import error_body
+from shared.jsonrpc import FORBIDDEN, error_body
 from shared.policy import LIST_METHODS, Unclassified, target_of
-
-FORBIDDEN = -32003
 
 
 class ToolAuthorizer:

@@ -20,10 +20,8 @@ from mitmproxy.proxy.layers import http as http_layers
 from mitmproxy.proxy.layers.http import ResponseProtocolError, _http1
 
 from dataplane_addon.call import CALL, rpc_answer
-from shared.jsonrpc import INVALID_REQUEST, UPSTREAM_UNAVAILABLE, error_body
+from shared.jsonrpc import INVALID_REQUEST, UPSTREAM_TIMEOUT, UPSTREAM_UNAVAILABLE, error_body
 
-# Implementation-defined server errors: -32002 unreachable (shared.jsonrpc), -32005 timed out.
-UPSTREAM_TIMEOUT = -32005
 
 _original_handle_protocol_error = http_layers.HttpStream.handle_protocol_error
 _original_make_error_response = _http1.make_error_response

@@ -13,12 +13,11 @@ from mitmproxy import ctx, http
 from mitmproxy.utils import human
 
 from dataplane_addon.call import CALL, LOCAL, McpCall, rpc_answer
-from shared.jsonrpc import INVALID_REQUEST
+from shared.jsonrpc import INVALID_REQUEST, NOT_FOUND
 
 MCP_PREFIX = "/mcp/"
 LOCAL_PATHS = frozenset({"/health", "/metrics"})
 MCP_METHODS = frozenset({"POST", "GET", "DELETE"})
-NOT_FOUND_CODE = -32004
 
 
 def parse_control_plane(spec: str) -> tuple[str, int]:
@@ -30,7 +29,7 @@ def parse_control_plane(spec: str) -> tuple[str, int]:
 
 def not_found() -> http.Response:
     # The same answer for "does not exist" and "belongs to another org": nothing leaks.
-    return rpc_answer(404, NOT_FOUND_CODE, "Not found: no such connection")
+    return rpc_answer(404, NOT_FOUND, "Not found: no such connection")
 
 
 def too_large() -> http.Response:

@@ -19,9 +19,9 @@ import os
 from mitmproxy import ctx, http
 
 from dataplane_addon.call import CALL, rpc_answer, undecided_call
+from shared.jsonrpc import SESSION_NOT_FOUND
 
 SESSION_HEADER = "Mcp-Session-Id"
-SESSION_NOT_FOUND = -32001
 
 
 def session_tag(secret: bytes, key_id: str, connection_id: str, upstream_session: str) -> str:

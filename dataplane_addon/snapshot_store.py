@@ -22,6 +22,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from shared.bus import BusKeys, ChangeMessage
+from shared.envelope import EnvelopeError, SealedRecord, parse_record
 from shared.policy import Policy, PolicyError
 from shared.snapshot import Snapshot
 
@@ -47,11 +48,23 @@ class Upstream:
     port: int
     path: str
     query: str
-    headers: tuple[tuple[str, str], ...]
+    # (field, record sealed under the data-plane key): parsed once here, opened only to inject.
+    credentials: tuple[tuple[str, SealedRecord], ...] = ()
+    status: str = "active"  # "broken": its credentials cannot be used; calls get 503
+
+
+SERVED_STATUSES = ("active", "broken")
 
 
 def upstream_from(connection_id: str, org_id: str, route) -> Upstream:
     parts = urlsplit(route.url)
+    status = route.status
+    try:
+        credentials = tuple((field, parse_record(text)) for field, text in sorted(route.credentials.items()))
+    except (EnvelopeError, AttributeError) as error:
+        reason = error if isinstance(error, EnvelopeError) else "its credentials are not a mapping"
+        log.error("connection %s is broken: %s", connection_id, reason)
+        credentials, status = (), "broken"
     return Upstream(
         connection_id=connection_id,
         org_id=org_id,
@@ -61,7 +74,8 @@ def upstream_from(connection_id: str, org_id: str, route) -> Upstream:
         port=parts.port or (443 if parts.scheme == "https" else 80),
         path=parts.path or "/",
         query=parts.query,
-        headers=tuple(route.headers.items()),
+        credentials=credentials,
+        status=status,
     )
 
 
@@ -115,7 +129,7 @@ class SnapshotStore:
             for h, g in ({} if snapshot.deleted else snapshot.api_keys).items()
             if g.policy in policies
         }
-        routes = {} if snapshot.deleted else {cid: r for cid, r in snapshot.connections.items() if r.status == "active"}
+        routes = {} if snapshot.deleted else {cid: r for cid, r in snapshot.connections.items() if r.status in SERVED_STATUSES}
         upstreams = {
             cid: previous.upstreams[cid] if previous and previous.routes.get(cid) == route else upstream_from(cid, org, route)
             for cid, route in routes.items()

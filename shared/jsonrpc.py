@@ -16,10 +16,16 @@ from typing import Any
 from mcp_types import HEADER_MISMATCH, INTERNAL_ERROR, INVALID_REQUEST, PARSE_ERROR
 
 __all__ = [
+    "CREDENTIALS_UNAVAILABLE",
+    "FORBIDDEN",
     "HEADER_MISMATCH",
     "INTERNAL_ERROR",
     "INVALID_REQUEST",
+    "NOT_FOUND",
     "PARSE_ERROR",
+    "SESSION_NOT_FOUND",
+    "UNAUTHORIZED",
+    "UPSTREAM_TIMEOUT",
     "UPSTREAM_UNAVAILABLE",
     "JsonRpcError",
     "Message",
@@ -27,8 +33,15 @@ __all__ = [
     "parse_body",
 ]
 
-# Implementation-defined server error (-32000..-32099): the upstream could not be reached.
-UPSTREAM_UNAVAILABLE = -32002
+# The gateway's own errors, in JSON-RPC's implementation-defined range (-32000..-32099). One
+# list, so no two answers share a number.
+UNAUTHORIZED = -32001             # no valid API key (HTTP 401)
+UPSTREAM_UNAVAILABLE = -32002     # the upstream could not be reached (502)
+FORBIDDEN = -32003                # the caller's policy denies this tool, prompt, resource or method
+NOT_FOUND = -32004                # no such connection, for this caller (404)
+CREDENTIALS_UNAVAILABLE = -32005  # the connection's own credentials cannot be opened (503)
+UPSTREAM_TIMEOUT = -32006         # the upstream did not start answering in time (504)
+SESSION_NOT_FOUND = -32007        # an unknown session, or one bound to another caller (404)
 
 RequestId = str | int | None
 

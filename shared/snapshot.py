@@ -10,7 +10,8 @@ Layout (JSON, ``schema`` 1)::
       "deleted": false,            # a tombstone removes the org from every data plane
       "connections": {
         "conn_…": {"name": "…", "url": "http://…/mcp", "transport": "http",
-                    "status": "active", "headers": {"X-Api-Key": "…"}}
+                    "status": "active",            # or "broken": its secrets cannot be opened
+                    "credentials": {"bearer": "<sealed record>", "header:X-Api-Key": "<sealed record>"}}
       },
       "api_keys": {
         "<sha256 of the key>": {"key_id": "key_…", "user_id": "usr_…", "expires_at": null,
@@ -25,7 +26,9 @@ Layout (JSON, ``schema`` 1)::
 Keys share their role's policy unless narrowed, so 10,000 keys of 100 roles carry ~100
 policies, each compiled once by the data plane.
 
-The data plane never decides on anything that is not in here.
+The data plane never decides on anything that is not in here. Credentials are never in the
+clear: each is a ``shared.envelope`` record sealed under the data-plane key, bound to its org,
+connection and field (``shared.credentials``), and opened by the data plane only to inject it.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ class ConnectionRoute:
     url: str
     transport: str = "http"
     status: str = "active"
-    headers: dict[str, str] = field(default_factory=dict)
+    credentials: dict[str, str] = field(default_factory=dict)  # field -> record sealed for the data plane
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,8 +64,9 @@ def delete_prefix(url: str, prefix: str) -> None:
 class Upstream:
     """A real MCP server (tests/upstreams/echo_server.py) in a subprocess."""
 
-    def __init__(self, tmp: Path, port: int | None = None):
+    def __init__(self, tmp: Path, port: int | None = None, required_bearer: str | None = None):
         self.port = port or free_port()
+        self.required_bearer = required_bearer
         self.header_log = tmp / f"upstream-{self.port}-headers.jsonl"
         self.header_log.touch()
         self.proc: subprocess.Popen | None = None
@@ -75,8 +76,9 @@ class Upstream:
         return f"http://127.0.0.1:{self.port}/mcp"
 
     def start(self) -> "Upstream":
+        extra = ["--require-bearer", self.required_bearer] if self.required_bearer else []
         self.proc = subprocess.Popen([sys.executable, "-m", "tests.upstreams.echo_server", str(self.port),
-                                      str(self.header_log)], cwd=ROOT)
+                                      str(self.header_log), *extra], cwd=ROOT)
         wait_for(lambda: port_open(self.port), what=f"upstream on {self.port}")
         return self
 
@@ -111,6 +113,7 @@ class Gateway:
         self.env.pop("DATABASE_URL", None)
         self.proc: subprocess.Popen | None = None
         self.first_run_key: str | None = None
+        self.cli_output: list[str] = []  # everything `mesh` commands printed, for tests that scan output
 
     @property
     def base(self) -> str:
@@ -147,10 +150,11 @@ class Gateway:
         delete_prefix(self.redis_url, self.prefix)
         return code
 
-    def mesh(self, *args: str, stdin: str | None = None) -> dict | list:
+    def mesh(self, *args: str, input: str | None = None, env: dict | None = None) -> dict | list:
         """Run a `mesh` command with --json against this gateway's database."""
-        out = subprocess.run([MESH, *args, "--json"], env=self.env, cwd=ROOT, input=stdin,
-                             capture_output=True, text=True, timeout=60)
+        out = subprocess.run([MESH, *args, "--json"], env={**self.env, **(env or {})}, cwd=ROOT,
+                             capture_output=True, text=True, timeout=60, input=input)
+        self.cli_output.append(out.stdout + out.stderr)
         assert out.returncode == 0, f"mesh {' '.join(args)} failed: {out.stderr}"
         return json.loads(out.stdout)
 
@@ -162,7 +166,7 @@ class Gateway:
 
     def add_user(self, email: str, role: str, org: str | None = None) -> None:
         """A user who is a member with ``role`` (of the default org, unless ``org``)."""
-        self.mesh("users", "create", "--email", email, "--password-stdin", stdin="a long enough password\n")
+        self.mesh("users", "create", "--email", email, "--password-stdin", input="a long enough password\n")
         self.mesh("members", "add", "--email", email, "--role", role, *(["--org", org] if org else []))
 
 

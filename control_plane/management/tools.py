@@ -19,6 +19,7 @@ from control_plane.models import Organization, User, db, utcnow
 from control_plane.services import api_keys, connections, orgs, roles
 from control_plane.services.actors import Actor, member_actor
 from control_plane.services.errors import NotFound
+from control_plane.services.secrets import credential_fields, masks_of
 from shared.policy import Policy
 
 Id = Annotated[str, Field(min_length=1, max_length=64)]
@@ -113,7 +114,8 @@ class ConnectionOut(Result):
     url: str
     transport: str
     status: str
-    headers: dict[str, str] = Field(description="Header names with masked values: secrets are write-only.")
+    credentials: dict[str, str] = Field(description="Credential fields (bearer, basic, header:<Name>) with masked "
+                                                    "values: secrets are write-only.")
     tools: list[dict[str, Any]] | None = Field(description="The upstream's tools, as CONNECTION_TEST last found them.")
     tested_at: str | None
     test_status: str | None
@@ -169,7 +171,7 @@ def org_out(org) -> dict:
 
 def connection_out(c) -> dict:
     return {"id": c.id, "org_id": c.org_id, "name": c.name, "url": c.url, "transport": c.transport,
-            "status": c.status, "headers": connections.mask_headers(c.headers or {}), "tools": c.tool_catalog,
+            "status": c.status, "credentials": masks_of(c), "tools": c.tool_catalog,
             "tested_at": _iso(c.tested_at), "test_status": c.test_status,
             "created_at": _iso(c.created_at), "updated_at": _iso(c.updated_at)}
 
@@ -277,18 +279,25 @@ def member_update_role(caller: Caller, a: MemberRole) -> dict:
     return {"user_id": user.id, "email": user.email, "role": member.role}
 
 
-class ConnectionCreate(InOrg):
+Secret = Annotated[str, Field(min_length=1, max_length=16 * 1024)]
+Headers = Annotated[dict[Annotated[str, Field(min_length=1, max_length=200)], HeaderValue], Field(max_length=32)]
+
+
+class Credentials(Args):
+    bearer: Secret | None = Field(None, description="Sent as 'Authorization: Bearer …'; write-only.")
+    basic: Secret | None = Field(None, description="'user:password', sent as basic auth; write-only.")
+    headers: Headers | None = Field(None, description="Named headers such as X-Api-Key; write-only.")
+
+
+class ConnectionCreate(InOrg, Credentials):
     name: Name
     url: Url
-    headers: dict[Annotated[str, Field(min_length=1, max_length=100)], HeaderValue] = Field(
-        default_factory=dict, max_length=32, description="Sent to the upstream; write-only (shown masked).")
 
 
 def connection_create(caller: Caller, a: ConnectionCreate) -> dict:
     org, actor = caller.org(a.org_id)
-    for name, value in a.headers.items():
-        connections.parse_header(f"{name}: {value}")  # same rules as the CLI's --header
-    return connection_out(connections.create_connection(org, a.name, a.url, a.headers, actor=actor))
+    secrets = credential_fields(bearer=a.bearer, basic=a.basic)
+    return connection_out(connections.create_connection(org, a.name, a.url, a.headers, secrets=secrets, actor=actor))
 
 
 class ConnectionList(InOrg):
@@ -351,14 +360,15 @@ def connection_test(caller: Caller, a: ConnectionRef) -> dict:
             "tools": [t["name"] for t in result.tools], "error": result.error}
 
 
-class ConnectionConfigure(ConnectionRef):
-    headers: dict[Annotated[str, Field(min_length=1, max_length=100)], HeaderValue] = Field(
-        max_length=32, description="Replaces the headers the gateway adds upstream; write-only.")
+class ConnectionConfigure(ConnectionRef, Credentials):
+    remove: list[Annotated[str, Field(min_length=1, max_length=300)]] = Field(
+        default_factory=list, max_length=32, description="Credential fields to remove, e.g. 'bearer' or 'header:X-Api-Key'.")
 
 
 def connection_configure(caller: Caller, a: ConnectionConfigure) -> dict:
     org, actor = caller.org(a.org_id)
-    return connection_out(connections.configure_connection(org, a.connection_id, a.headers, actor=actor))
+    return connection_out(connections.configure_connection(org, a.connection_id, bearer=a.bearer, basic=a.basic,
+                                                           headers=a.headers, remove=tuple(a.remove), actor=actor))
 
 
 Permissions = Annotated[dict[str, Any], Field(description="A permission document (see the README: tools, prompts, "
@@ -479,7 +489,7 @@ TOOLS: dict[str, ToolSpec] = {t.name: t for t in (
     ToolSpec("CONNECTION_TEST", "Connect to the upstream with its credentials; report status, latency, server "
              "info and tools, and keep the tool catalog.", ConnectionRef, TestOut, connection_test,
              "connections.write", True),
-    ToolSpec("CONNECTION_CONFIGURE", "Set the headers (credentials) sent to the upstream.", ConnectionConfigure,
+    ToolSpec("CONNECTION_CONFIGURE", "Set or remove the credentials (bearer, basic, headers) sent upstream.", ConnectionConfigure,
              ConnectionOut, connection_configure, "connections.write", True),
     ToolSpec("ROLE_CREATE", "Create a custom role.", RoleCreate, RoleOut, role_create, "roles.manage", True),
     ToolSpec("ROLE_LIST", "Built-in and custom roles.", InOrg, RoleList, role_list, "members.read", False),

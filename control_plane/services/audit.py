@@ -17,7 +17,7 @@ from control_plane.models import AdminAudit, db
 from control_plane.services.actors import Actor
 
 # Columns never copied into the trail as they are.
-SECRET_COLUMNS = frozenset({"key_hash", "password_hash", "token_hash", "headers"})
+SECRET_COLUMNS = frozenset({"key_hash", "password_hash", "token_hash", "envelope"})
 
 
 def describe(row: Any) -> dict[str, Any] | None:

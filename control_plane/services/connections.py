@@ -1,4 +1,5 @@
-"""Connections: the upstream MCP servers an org reaches through the gateway."""
+"""Connections: the upstream MCP servers an org reaches through the gateway. Their secrets live
+in the vault (``services.secrets``); a connection row holds only what is not secret."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 
-from control_plane.models import Connection, Organization, db, utcnow
+from control_plane.models import Connection, Organization, db, new_id, utcnow
 from control_plane.services import audit, commit_and_publish, org_changed
 from control_plane.services.actors import OPERATOR, Actor, require
 from control_plane.services.errors import InvalidInput, NotFound
+from control_plane.services.secrets import clear_headers, credential_fields, stage_secrets
 
 TRANSPORTS = ("http",)
 
@@ -27,7 +29,7 @@ def validate_upstream_url(url: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidInput(f"upstream URL must be http:// or https:// with a host, got {url!r}")
     if parts.username or parts.password:
-        raise InvalidInput("upstream URL must not carry credentials; use --header instead")
+        raise InvalidInput("upstream URL must not carry credentials; use --basic, --bearer or --header instead")
     if len(url) > 2048:
         raise InvalidInput("upstream URL is longer than 2048 characters")
     try:
@@ -39,25 +41,27 @@ def validate_upstream_url(url: str) -> str:
     return url
 
 
-def parse_header(spec: str) -> tuple[str, str]:
-    name, sep, value = spec.partition(":")
-    name, value = name.strip(), value.strip()
-    if not sep or not name or any(c in name for c in " \r\n") or "\n" in value or "\r" in value:
-        raise InvalidInput(f"a header must look like 'Name: value', got {spec.split(':')[0]!r}…")
-    return name, value
-
-
 def create_connection(org: Organization, name: str, url: str, headers: dict[str, str] | None = None,
-                      transport: str = "http", *, actor: Actor = OPERATOR) -> Connection:
+                      transport: str = "http", secrets: dict[str, str] | None = None, *,
+                      actor: Actor = OPERATOR) -> Connection:
+    """``headers`` and ``secrets`` (vault field -> value, see ``secrets.credential_fields``) are
+    sealed into the vault in the same transaction as the connection."""
     require(actor, org, "connections.write")
     name = name.strip()
     if not name or len(name) > 200:
         raise InvalidInput("a connection needs a name of 1 to 200 characters")
     if transport not in TRANSPORTS:
         raise InvalidInput(f"unknown transport {transport!r}; expected one of {', '.join(TRANSPORTS)}")
-    connection = Connection(org_id=org.id, name=name, url=validate_upstream_url(url), transport=transport,
-                            status="active", headers=dict(headers or {}))
+    # The id is chosen here because the secrets' envelopes are bound to it.
+    connection = Connection(id=new_id("conn"), org_id=org.id, name=name, url=validate_upstream_url(url),
+                            transport=transport, status="active")
     db.session.add(connection)
+    db.session.flush()
+    try:
+        stage_secrets(connection, {**credential_fields(headers=headers), **(secrets or {})})
+    except Exception:
+        db.session.rollback()
+        raise
     org_changed(org.id)
     audit.record(actor, "connection.create", org_id=org.id, target=connection)
     commit_and_publish(org.id)
@@ -69,11 +73,6 @@ def list_connections(org: Organization, *, actor: Actor = OPERATOR) -> list[Conn
     return list(db.session.scalars(
         sa.select(Connection).where(Connection.org_id == org.id).order_by(Connection.created_at, Connection.id)
     ))
-
-
-def mask_headers(headers: dict[str, str]) -> dict[str, str]:
-    """Header values are treated as secrets: only a hint of them is ever shown."""
-    return {k: (v[:3] + "…" + v[-2:] if len(v) > 8 else "…") for k, v in headers.items()}
 
 
 def get_connection(org: Organization, connection_id: str, *, actor: Actor = OPERATOR) -> Connection:
@@ -157,7 +156,8 @@ def test_connection(org: Organization, connection_id: str, *, actor: Actor = OPE
 
     require(actor, org, "connections.write")
     connection = get_connection(org, connection_id)
-    result = probe_blocking(connection.url, dict(connection.headers or {}))
+    # The secrets are opened with the master key for this one probe and not kept.
+    result = probe_blocking(connection.url, dict(clear_headers(connection)))
     before = audit.describe(connection)
     connection.tested_at = utcnow()
     connection.test_status = "ok" if result.ok else "failed"
@@ -168,15 +168,22 @@ def test_connection(org: Organization, connection_id: str, *, actor: Actor = OPE
     return connection, result
 
 
-def configure_connection(org: Organization, connection_id: str, headers: dict[str, str], *,
-                         actor: Actor = OPERATOR) -> Connection:
-    """Replace the headers (credentials) the gateway adds when calling this upstream."""
+def configure_connection(org: Organization, connection_id: str, *, bearer: str | None = None,
+                         basic: str | None = None, headers: dict[str, str] | None = None,
+                         remove: tuple[str, ...] = (), actor: Actor = OPERATOR) -> Connection:
+    """Set (or ``remove``) the credentials the gateway adds when calling this upstream: sealed
+    into the vault, write-only from here on."""
     require(actor, org, "connections.write")
     connection = get_connection(org, connection_id)
-    for name, value in headers.items():
-        parse_header(f"{name}: {value}")
+    fields = credential_fields(bearer=bearer, basic=basic, headers=headers)
+    if not fields and not remove:
+        raise InvalidInput("nothing to configure: give a credential to set or one to remove")
     before = audit.describe(connection)
-    connection.headers = dict(headers)
+    try:
+        stage_secrets(connection, fields, remove)
+    except Exception:
+        db.session.rollback()
+        raise
     org_changed(org.id)
     audit.record(actor, "connection.configure", org_id=org.id, target=connection, before=before)
     commit_and_publish(org.id)

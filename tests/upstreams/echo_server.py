@@ -1,21 +1,23 @@
 """A real upstream MCP server for tests, built with the `mcp` SDK: tools ``echo`` and ``add``.
 
-Run as ``python -m tests.upstreams.echo_server PORT [HEADER_LOG]``. Every request's method, path,
-headers and body are appended to HEADER_LOG as JSON lines, so tests can assert on exactly what
-reached the upstream (and that a denied call never did).
+Run as ``python -m tests.upstreams.echo_server PORT [HEADER_LOG] [--require-bearer TOKEN]``.
+Every request's method, path, headers and body are appended to HEADER_LOG as JSON lines, so
+tests can assert on exactly what reached the upstream (and that a denied call never did). With
+``--require-bearer`` every request without ``Authorization: Bearer TOKEN`` is answered 401
+(after being logged), as an upstream with its own credentials would.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
-import sys
 
 import uvicorn
 from mcp.server.mcpserver import Context, MCPServer
 
 
-def build(header_log: str | None):
+def build(header_log: str | None, required_bearer: str | None = None):
     server = MCPServer("echo-upstream")
 
     @server.tool()
@@ -43,21 +45,28 @@ def build(header_log: str | None):
         return f"counted to {steps}"
 
     app = server.streamable_http_app()
-    if header_log is None:
+    if header_log is None and required_bearer is None:
         return app
 
     async def recording(scope, receive, send):
         if scope["type"] != "http":
             return await app(scope, receive, send)
-        entry = {"method": scope["method"], "path": scope["path"],
-                 "headers": {k.decode().lower(): v.decode() for k, v in scope["headers"]}, "body": ""}
-        with open(header_log, "a") as log:
-            log.write(json.dumps(entry) + "\n")
+        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        entry = {"method": scope["method"], "path": scope["path"], "headers": headers, "body": ""}
+        if header_log is not None:
+            with open(header_log, "a") as log:
+                log.write(json.dumps(entry) + "\n")
+        if required_bearer is not None and headers.get("authorization") != f"Bearer {required_bearer}":
+            await send({"type": "http.response.start", "status": 401,
+                        "headers": [(b"content-type", b"application/json"),
+                                    (b"www-authenticate", b'Bearer realm="echo-upstream"')]})
+            await send({"type": "http.response.body", "body": b'{"error": "unauthorized"}'})
+            return
         chunks: list[bytes] = []
 
         async def receive_and_record():
             message = await receive()
-            if message["type"] == "http.request":
+            if message["type"] == "http.request" and header_log is not None:
                 chunks.append(message.get("body", b""))
                 if not message.get("more_body"):
                     with open(header_log, "a") as log:
@@ -71,6 +80,10 @@ def build(header_log: str | None):
 
 
 if __name__ == "__main__":
-    port = int(sys.argv[1])
-    uvicorn.run(build(sys.argv[2] if len(sys.argv) > 2 else None), host="127.0.0.1", port=port,
+    parser = argparse.ArgumentParser()
+    parser.add_argument("port", type=int)
+    parser.add_argument("header_log", nargs="?")
+    parser.add_argument("--require-bearer", metavar="TOKEN")
+    args = parser.parse_args()
+    uvicorn.run(build(args.header_log, args.require_bearer), host="127.0.0.1", port=args.port,
                 log_level="warning", lifespan="on")

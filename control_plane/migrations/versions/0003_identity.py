@@ -1,7 +1,7 @@
 """custom roles, API key scopes, invitations
 
 Revision ID: 0003_identity
-Revises: 0001
+Revises: 0002_vault
 Create Date: 2026-11-24
 """
 import sqlalchemy as sa
@@ -12,7 +12,7 @@ from sqlalchemy.dialects import mysql
 TIMESTAMP = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 
 revision = "0003_identity"
-down_revision = "0001"
+down_revision = "0002_vault"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,196 @@
+"""Connection secrets: written once, sealed under the master key, and read back only as masks.
+
+Every interface writes secrets through ``set_secrets`` and reads them through ``secret_masks``;
+nothing in the service layer returns a value. Validation errors name the field, never the value.
+"""
+
+from __future__ import annotations
+
+import re
+
+import sqlalchemy as sa
+from flask import current_app
+
+from control_plane.models import Connection, ConnectionSecret, Organization, db
+from control_plane.services.errors import InvalidInput, NotFound
+from shared.credentials import (
+    BASIC,
+    BEARER,
+    env_field,
+    field_kind,
+    header_field,
+    header_for,
+    mask_credential,
+    sets_authorization,
+)
+
+MAX_SECRET_CHARS = 16 * 1024
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,200}")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,199}")
+# Headers the gateway or the protocol owns: a credential must not replace them.
+_RESERVED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection", "upgrade", "te",
+                               "keep-alive", "proxy-authorization", "accept", "content-type"})
+
+
+def parse_header(spec: str) -> tuple[str, str]:
+    """``"Name: value"`` → ``(name, value)``. An error shows at most the name."""
+    name, sep, value = spec.partition(":")
+    name, value = name.strip(), value.strip()
+    if not sep or not _HEADER_NAME.fullmatch(name):
+        shown = f", got {name!r}…" if sep and len(name) <= 200 else ""
+        raise InvalidInput(f"a header must look like 'Name: value'{shown}")
+    return name, value
+
+
+def parse_env(spec: str) -> tuple[str, str]:
+    """``"NAME=value"`` → ``(name, value)``. An error shows at most the name."""
+    name, sep, value = spec.partition("=")
+    if not sep or not _ENV_NAME.fullmatch(name):
+        shown = f", got {name!r}" if sep and len(name) <= 200 else ""
+        raise InvalidInput(f"an environment variable must look like NAME=value{shown}")
+    return name, value
+
+
+def credential_fields(bearer: str | None = None, basic: str | None = None, headers: dict[str, str] | None = None,
+                      env: dict[str, str] | None = None) -> dict[str, str]:
+    """The vault's field names for what an admin gave (``shared.credentials``)."""
+    fields: dict[str, str] = {}
+    if bearer is not None:
+        fields[BEARER] = bearer
+    if basic is not None:
+        fields[BASIC] = basic
+    for name, value in (headers or {}).items():
+        fields[header_field(name)] = value
+    for name, value in (env or {}).items():
+        fields[env_field(name)] = value
+    return fields
+
+
+def validate_secret(field: str, value: str) -> None:
+    try:
+        kind, name = field_kind(field)
+    except ValueError:
+        raise InvalidInput(f"unknown credential {field!r}") from None
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidInput(f"{field}: the value is empty")
+    if len(value) > MAX_SECRET_CHARS:
+        raise InvalidInput(f"{field}: the value is longer than {MAX_SECRET_CHARS} characters")
+    if kind == "env":
+        if not _ENV_NAME.fullmatch(name):
+            raise InvalidInput(f"{name!r} is not an environment variable name")
+        if "\0" in value:
+            raise InvalidInput(f"{field}: the value contains a NUL character")
+        return
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise InvalidInput(f"{field}: the value contains control characters (a line break?)")
+    if kind == "header":
+        lowered = name.lower()
+        if not _HEADER_NAME.fullmatch(name) or lowered in _RESERVED_HEADERS or lowered.startswith("mcp-"):
+            raise InvalidInput(f"{name!r} cannot be a connection header")
+    elif kind == BASIC:
+        user, sep, _password = value.partition(":")
+        if not sep or not user:
+            raise InvalidInput("basic: the value must look like USER:PASSWORD")
+    elif kind == BEARER and any(c.isspace() for c in value):
+        raise InvalidInput("bearer: the token contains whitespace")
+
+
+def find_connection(org: Organization, ref: str) -> Connection:
+    """A connection of ``org`` by id or name."""
+    found = db.session.scalars(sa.select(Connection).where(
+        Connection.org_id == org.id, sa.or_(Connection.id == ref, Connection.name == ref)).limit(2)).all()
+    if not found:
+        raise NotFound(f"no connection {ref!r} in {org.slug}")
+    if len(found) > 1:
+        raise InvalidInput(f"several connections are named {ref!r}: give the id")
+    return found[0]
+
+
+def stage_secrets(connection: Connection, secrets: dict[str, str], remove: tuple[str, ...] = ()) -> None:
+    """Seal and store (or remove) secrets of ``connection`` in the current transaction. The
+    caller marks the org changed and commits (``set_secrets`` does both)."""
+    for field, value in secrets.items():
+        validate_secret(field, value)
+    existing = {row.field: row for row in db.session.scalars(
+        sa.select(ConnectionSecret).where(ConnectionSecret.connection_id == connection.id))}
+    # Header names are case-insensitive: a new X-Api-Key replaces an old x-api-key.
+    replaced = {_canonical(f) for f in (*secrets, *remove)}
+    kept = [f for f in existing if _canonical(f) not in replaced]
+    missing = [f for f in remove if _canonical(f) not in {_canonical(e) for e in existing}]
+    if missing:
+        raise NotFound(f"connection {connection.name!r} has no secret {missing[0]!r}")
+    setting_authorization = [f for f in (*kept, *secrets) if sets_authorization(f)]
+    if len(setting_authorization) > 1:
+        raise InvalidInput("only one of bearer, basic and an Authorization header can be set on a connection "
+                           f"(it would have: {', '.join(sorted(setting_authorization))})")
+    vault = current_app.extensions["mesh.vault"]
+    for field, row in existing.items():
+        if _canonical(field) in replaced:
+            db.session.delete(row)
+    db.session.flush()
+    for field, value in secrets.items():
+        record = vault.seal_secret(connection.org_id, connection.id, field, value)
+        db.session.add(ConnectionSecret(org_id=connection.org_id, connection_id=connection.id, field=field,
+                                        envelope=record.to_json(), key_id=record.kid,
+                                        hint=mask_credential(field, value)))
+
+
+def set_secrets(org: Organization, connection: Connection, secrets: dict[str, str],
+                remove: tuple[str, ...] = (), *, actor=None) -> None:
+    from control_plane.services import audit, commit_and_publish, org_changed
+    from control_plane.services.actors import OPERATOR, require
+
+    actor = actor or OPERATOR
+    require(actor, org, "connections.write")
+    if connection.org_id != org.id:
+        raise NotFound(f"no connection {connection.id!r} in {org.slug}")
+    if not secrets and not remove:
+        raise InvalidInput("nothing to change: give a secret to set or one to --remove")
+    before = audit.describe(connection)
+    try:
+        stage_secrets(connection, secrets, remove)
+    except Exception:
+        db.session.rollback()
+        raise
+    org_changed(org.id)
+    # The trail names which credentials changed, never their values.
+    audit.record(actor, "connection.set_secrets", org_id=org.id, target=connection,
+                 before={**before, "credentials": sorted(secrets) + [f"-{f}" for f in remove]})
+    commit_and_publish(org.id)
+
+
+def secret_masks(org: Organization) -> dict[str, dict[str, str]]:
+    """connection id -> field -> mask, for every connection of ``org``."""
+    masks: dict[str, dict[str, str]] = {}
+    for connection_id, field, hint in db.session.execute(
+            sa.select(ConnectionSecret.connection_id, ConnectionSecret.field, ConnectionSecret.hint)
+            .where(ConnectionSecret.org_id == org.id).order_by(ConnectionSecret.field)):
+        masks.setdefault(connection_id, {})[field] = hint
+    return masks
+
+
+def _canonical(field: str) -> str:
+    try:
+        kind, name = field_kind(field)
+    except ValueError:
+        raise InvalidInput(f"unknown credential {field!r}") from None
+    return f"{kind}:{name.lower()}" if kind == "header" else field
+
+
+def clear_headers(connection: Connection) -> list[tuple[str, str]]:
+    """The headers the connection's secrets become, opened with the master key: for the control
+    plane's own probe of the upstream (``CONNECTION_TEST``), never stored or shown."""
+    vault = current_app.extensions["mesh.vault"]
+    headers = []
+    for row in db.session.scalars(sa.select(ConnectionSecret).where(ConnectionSecret.connection_id == connection.id)):
+        header = header_for(row.field, vault.open_secret(connection.org_id, connection.id, row.field, row.envelope))
+        if header is not None:
+            headers.append(header)
+    return headers
+
+
+def masks_of(connection: Connection) -> dict[str, str]:
+    """field -> mask for one connection (``secret_masks`` does a whole org at once)."""
+    return dict(db.session.execute(sa.select(ConnectionSecret.field, ConnectionSecret.hint)
+                                   .where(ConnectionSecret.connection_id == connection.id)
+                                   .order_by(ConnectionSecret.field)).tuples().all())
