@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import subprocess
 import tempfile
@@ -45,6 +46,7 @@ class WrkResult:
     seconds: float
     failures: int  # non-2xx answers and socket errors
     latency: Histogram
+    client_cpu: float  # wrk's own CPU seconds: the evidence that it was not the bottleneck
 
 
 def wrk_available() -> bool:
@@ -64,8 +66,11 @@ def run_wrk(url: str, concurrency: int, seconds: int, api_key: str | None = None
         script = Path(tmp) / "echo.lua"
         script.write_text(lua_script(out, api_key))
         argv = ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", f"--timeout={WRK_TIMEOUT}", "-s", str(script), url]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         subprocess.run(argv, check=True, capture_output=True, timeout=seconds + 30,
                        preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        client_cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
         doc = json.loads(out.read_text())
     errors = doc["errors"]
     failures = errors["status"] + errors["connect"] + errors["read"] + errors["write"] + errors["timeout"]
@@ -74,4 +79,5 @@ def run_wrk(url: str, concurrency: int, seconds: int, api_key: str | None = None
         weight = doc["requests"] / len(doc["latency"])
         for micros in doc["latency"]:
             latency.add(micros, weight)
-    return WrkResult(requests=doc["requests"], seconds=doc["duration_us"] / 1e6, failures=failures, latency=latency)
+    return WrkResult(requests=doc["requests"], seconds=doc["duration_us"] / 1e6, failures=failures, latency=latency,
+                     client_cpu=client_cpu)

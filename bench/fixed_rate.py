@@ -27,6 +27,7 @@ class RateResult:
     failures: int  # non-2xx answers and broken connections
     seconds: float
     latency: Histogram
+    client_cpu: float = 0.0  # this client's CPU seconds
 
 
 async def read_response(reader: asyncio.StreamReader) -> int:
@@ -109,4 +110,7 @@ async def _run(port: int, path: str, api_key: str | None, rate: float, seconds: 
 
 
 def run_fixed_rate(port: int, path: str, api_key: str | None, rate: float, seconds: float) -> RateResult:
-    return asyncio.run(_run(port, path, api_key, rate, seconds))
+    started = time.process_time()
+    result = asyncio.run(_run(port, path, api_key, rate, seconds))
+    result.client_cpu = time.process_time() - started
+    return result

@@ -40,16 +40,18 @@ class Tally:
     own_cpu: float = 0.0
     upstream_cpu: float = 0.0
     machine_cpu: float = 0.0  # every process on the machine, ours or not
+    client_cpu: float = 0.0  # the load generator's
     latency: Histogram = field(default_factory=Histogram)
 
-    def add(self, requests: int, seconds: float, failures: int, latency: Histogram, own_cpu: float,
-            upstream_cpu: float, machine_cpu: float) -> None:
+    def add(self, requests: int, seconds: float, failures: int, latency: Histogram, client_cpu: float,
+            own_cpu: float, upstream_cpu: float, machine_cpu: float) -> None:
         self.requests += requests
         self.seconds += seconds
         self.failures += failures
         self.own_cpu += own_cpu
         self.upstream_cpu += upstream_cpu
         self.machine_cpu += machine_cpu
+        self.client_cpu += client_cpu
         self.latency.merge(latency)
 
     def figures(self, has_own_processes: bool) -> dict:
@@ -57,7 +59,8 @@ class Tally:
         doc = {"requests": self.requests, "seconds": round(self.seconds, 3), "failures": self.failures,
                "rps": round(rate, 1), **{k: _ms(v) for k, v in self.latency.summary().items()},
                "upstream_cpu_util": round(self.upstream_cpu / self.seconds, 3) if self.seconds else None,
-               "machine_cores_busy": round(self.machine_cpu / self.seconds, 2) if self.seconds else None}
+               "machine_cores_busy": round(self.machine_cpu / self.seconds, 2) if self.seconds else None,
+               "client_cpu_util": round(self.client_cpu / self.seconds, 3) if self.seconds else None}
         if has_own_processes and self.requests:
             doc["cpu_s_per_1000"] = round(self.own_cpu / self.requests * 1000, 4)
             doc["cpu_util"] = round(self.own_cpu / self.seconds, 3)
@@ -84,9 +87,10 @@ def rotated(targets: list[Target], shift: int) -> list[Target]:
 
 
 def interleave(plan: dict, rounds: int, upstream_pid: int,
-               run_one: Callable[[Target, object], tuple[int, float, int, Histogram]]) -> dict:
+               run_one: Callable[[Target, object], tuple[int, float, int, Histogram, float]]) -> dict:
     """``plan`` maps each level to the targets measured at it; ``run_one(target, level) ->
-    (requests, seconds, failures, latency)`` runs once per round, level and target. Returns
+    (requests, seconds, failures, latency, client CPU seconds)`` runs once per round, level and
+    target. Returns
     ``{level: {target name: Tally}}``."""
     tallies = {level: {t.name: Tally() for t in targets} for level, targets in plan.items()}
     step = 0
@@ -95,11 +99,12 @@ def interleave(plan: dict, rounds: int, upstream_pid: int,
             for target in rotated(targets, step):
                 own_before, up_before = cpu_of(target.pids), cpu_of([upstream_pid])
                 machine_before = machine_busy_seconds()
-                requests, seconds, failures, latency = run_one(target, level)
+                requests, seconds, failures, latency, client_cpu = run_one(target, level)
                 machine = machine_busy_seconds() - machine_before
                 own = cpu_of(target.pids) - own_before
                 upstream = cpu_of([upstream_pid]) - up_before
-                tallies[level][target.name].add(requests, seconds, failures, latency, own, upstream, machine)
+                tallies[level][target.name].add(requests, seconds, failures, latency, client_cpu, own, upstream,
+                                                machine)
             step += 1
     return tallies
 
@@ -108,7 +113,7 @@ def closed_loop(plan: dict[int, list[Target]], rounds: int, seconds: int, upstre
                 load_cpus: set[int] | None) -> dict:
     def one(target: Target, concurrency: int):
         result = run_wrk(target.url, concurrency, seconds, target.api_key, load_cpus)
-        return result.requests, result.seconds, result.failures, result.latency
+        return result.requests, result.seconds, result.failures, result.latency, result.client_cpu
 
     return interleave(plan, rounds, upstream_pid, one)
 
@@ -116,7 +121,8 @@ def closed_loop(plan: dict[int, list[Target]], rounds: int, seconds: int, upstre
 def fixed_rate(targets: list[Target], rate: float, rounds: int, seconds: float, upstream_pid: int) -> dict:
     def one(target: Target, _rate):
         result = run_fixed_rate(target.port, target.path, target.api_key, rate, seconds)
-        return result.answered, result.seconds, result.failures + (result.sent - result.answered), result.latency
+        failures = result.failures + (result.sent - result.answered)
+        return result.answered, result.seconds, failures, result.latency, result.client_cpu
 
     return interleave({rate: targets}, rounds, upstream_pid, one)[rate]
 

@@ -22,11 +22,12 @@ def _f(value, spec: str = ".2f", missing: str = "-") -> str:
 
 def _target_rows(per_target: dict) -> list[str]:
     rows = [f"  {'target':<40} {'req/s':>8} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} {'CPU s/1k':>9} "
-            f"{'proxy':>6} {'upstr':>6} {'machine':>7} {'fail':>5}"]
+            f"{'proxy':>6} {'upstr':>6} {'client':>6} {'machine':>7} {'fail':>5}"]
     for name, fig in per_target.items():
         rows.append(f"  {LABELS.get(name, name):<40} {fig['rps']:>8.0f} {_f(fig['p50_ms']):>7} {_f(fig['p90_ms']):>7} "
                     f"{_f(fig['p99_ms']):>7} {_f(fig.get('cpu_s_per_1000'), '.3f'):>9} "
                     f"{_f(fig.get('cpu_util'), '.0%'):>6} {_f(fig.get('upstream_cpu_util'), '.0%'):>6} "
+                    f"{_f(fig.get('client_cpu_util'), '.0%'):>6} "
                     f"{_f(fig.get('machine_cores_busy'), '.2f'):>7} {fig['failures']:>5}")
     return rows
 
@@ -56,8 +57,9 @@ def table(result: dict) -> str:
              f"snapshot: {result['snapshot']['orgs']} orgs, {result['snapshot']['connections']} connections, "
              f"{result['snapshot']['api_keys']} API keys",
              f"cores: closed loop: {result['cores']['closed_loop']}; fixed rate and scale-out: unpinned",
-             "CPU s/1k = the proxy process's CPU seconds per 1,000 calls; proxy, upstr = share of one core each "
-             "used; machine = cores busy, everything on the machine included", ""]
+             "CPU s/1k = the proxy process's CPU seconds per 1,000 calls; proxy, upstr, client = share of one core "
+             "used by the proxy, the upstream, the load generator; machine = cores busy, everyone's work included",
+             ""]
     for level, per_target in result["closed_loop"].items():
         lines.append(f"closed loop, concurrency {level} (wrk, {cfg['rounds']} interleaved rounds x {cfg['seconds']} s, "
                      f"pinned)")

@@ -107,7 +107,7 @@ class Placement:
 def machine() -> dict:
     model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                   if line.startswith("model name")), platform.processor())
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], check=False, cwd=ROOT, capture_output=True,
+    commit = subprocess.run(["git", "describe", "--always", "--dirty"], check=False, cwd=ROOT, capture_output=True,
                             text=True).stdout
     return {"cpu": model, "cores": os.cpu_count(), "load_average_before": os.getloadavg()[0],
             "python": platform.python_version(), "mitmproxy": version("mitmproxy"), "mcp": version("mcp"),
