@@ -140,6 +140,7 @@ def write_chart(result: dict, path: Path) -> bool:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     levels = list(result["closed_loop"])
     names = [n for n in LABELS if any(n in result["closed_loop"][lv] for lv in levels)]
@@ -162,6 +163,10 @@ def write_chart(result: dict, path: Path) -> bool:
     shown = [n for n in names if n in rate]
     right.set_xticks([names.index(n) for n in shown], [n.replace("mitmproxy-", "mitm ") for n in shown], fontsize=8)
     right.set_yscale("log")
+    shortest = min(rate[n]["p50_ms"] for n in shown if rate[n]["p50_ms"])
+    right.set_ylim(bottom=shortest / 2)
+    right.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    right.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     right.set_ylabel("ms, log scale (solid p50, hatched p99)")
     right.set_title(f"latency at {result['config']['rate']:g} calls/s, open loop")
     fig.suptitle(f"MCP Mesh bench, commit {result['machine']['commit']}", fontsize=9)
