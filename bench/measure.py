@@ -2,8 +2,8 @@
 rotates from round to round, so a burst of noise from elsewhere on the machine lands on all
 targets alike instead of on whichever happened to run during it.
 
-Around each run it reads the CPU seconds of the target's own processes and of the upstream from
-``/proc``, so every figure comes with who was busy.
+Around each run it reads the CPU seconds of the target's own processes, of the upstream and of the
+load generator, and the busy time of the whole machine, so every figure comes with who was busy.
 """
 
 from __future__ import annotations
