@@ -3,6 +3,10 @@
 It embeds a mitmproxy ``Master`` carrying only the addons a reverse proxy needs plus our chain,
 rather than ``mitmdump``'s ~35 default addons: hook dispatch is most of mitmproxy's cost per
 request (see ``shared/NOTES-libraries.md``).
+
+One process uses one core. ``--reuse-port`` lets several processes listen on the same port
+(``SO_REUSEPORT``: the kernel spreads new connections across them), which is how the data plane
+scales out on one machine; every process must be started with the flag.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import signal
 from mitmproxy import options
 from mitmproxy.addons import core, dns_resolver, next_layer, proxyserver, tlsconfig
 from mitmproxy.master import Master
+from mitmproxy.proxy import mode_servers
 
 from dataplane_addon.chain import build_chain
 
@@ -40,6 +45,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "callers; data planes sharing traffic must share it (default: random per process)")
     parser.add_argument("--dataplane-key-file", default="",
                         help="the key connection credentials are sealed under (MESH_DATAPLANE_KEY wins)")
+    parser.add_argument("--reuse-port", action="store_true",
+                        help="listen with SO_REUSEPORT, so several data plane processes share the port")
     return parser.parse_args(argv)
 
 
@@ -50,7 +57,27 @@ def session_secret(path: str | None) -> str:
         return handle.read().strip()
 
 
+def listen_with_reuse_port() -> None:
+    """Make mitmproxy's TCP listeners set ``SO_REUSEPORT``.
+
+    mitmproxy 12 opens a TCP-only mode's listener with one ``asyncio.start_server(handler, host,
+    port)`` call that takes no ``reuse_port``. This wraps ``AsyncioServerInstance.listen`` to make
+    that very call with ``reuse_port=True``; UDP modes and port 0 (which mitmproxy resolves
+    itself) go to mitmproxy's own code. Installed only with ``--reuse-port``.
+    """
+    original = mode_servers.AsyncioServerInstance.listen
+
+    async def listen(self, host: str, port: int):
+        if self.mode.transport_protocol != "tcp" or port == 0:
+            return await original(self, host, port)
+        return [await asyncio.start_server(self.handle_stream, host, port, reuse_port=True)]
+
+    mode_servers.AsyncioServerInstance.listen = listen
+
+
 async def serve(args: argparse.Namespace) -> None:
+    if args.reuse_port:
+        listen_with_reuse_port()
     opts = options.Options()
     master = Master(opts, with_termlog=False)
     master.addons.add(core.Core(), proxyserver.Proxyserver(), next_layer.NextLayer(), tlsconfig.TlsConfig(),
