@@ -5,11 +5,12 @@ published, so the look-ups have a realistic size.
 - token verification: what the data plane does per call to authenticate (SHA-256 of the key,
   one dict look-up), and the whole ``Authenticator.request`` hook;
 - per addon: each hook called directly, so the table says where the chain's time goes;
+- policy decision: the caller's compiled policy deciding one ``tools/call`` (``Policy.allows``);
 - the chain through mitmproxy's own dispatch (``AddonManager.handle_lifecycle``, as the proxy
   calls it for the four HTTP hooks of a call), minus the same lean master without the chain;
-- for comparison only, the same addons behind one mitmproxy addon (``FusedChain``) that calls
-  their hooks in order: what the chain would cost if mitmproxy dispatched to it once per hook
-  instead of once per addon. The gateway itself does not run this way.
+- for comparison only, the chain's members added to mitmproxy one by one, as separate addons:
+  what the chain cost before it became one ``AddonChain`` (mitmproxy dispatches every event to
+  every addon it holds).
 
 Each figure is the best of a few repeats: on a shared machine the minimum is the least noisy
 estimate of a fixed cost.
@@ -32,7 +33,7 @@ from mitmproxy.proxy.layers.http import (
     HttpResponseHeadersHook,
     HttpResponseHook,
 )
-from mitmproxy.test import tflow, tutils
+from mitmproxy.test import taddons, tflow, tutils
 
 from bench.mcp_request import echo_body, echo_headers
 from dataplane_addon.chain import build_chain
@@ -85,8 +86,14 @@ def token_verification_ns(store: SnapshotStore, api_key: str, number: int = 1000
 
 
 def per_addon_us(store: SnapshotStore, connection_id: str, api_key: str, count: int = 500) -> dict[str, float]:
-    """Each addon's hooks called directly, in chain order, on fresh flows: µs per call."""
+    """Each addon's hooks called directly, in chain order, on fresh flows: µs per call. Inside a
+    test context that holds the chain's options, on an event loop, as mitmproxy runs them."""
     chain = build_chain(store)
+    with taddons.context(chain):
+        return asyncio.run(_per_addon_us(chain.members, connection_id, api_key, count))
+
+
+async def _per_addon_us(chain: list, connection_id: str, api_key: str, count: int) -> dict[str, float]:
     best: dict[str, float] = {}
     for _ in range(REPEATS):
         flows = make_flows(count, connection_id, api_key)
@@ -109,29 +116,6 @@ def per_addon_us(store: SnapshotStore, connection_id: str, api_key: str, count: 
         for name, seconds in spent.items():
             best[name] = min(best.get(name, float("inf")), seconds / count * 1e6)
     return best
-
-
-class FusedChain:
-    """The chain's HTTP hooks behind a single addon (measured here, not used by the gateway)."""
-
-    def __init__(self, chain: list) -> None:
-        self.hooks = {name: [getattr(a, name) for a in chain if hasattr(a, name)] for name in HTTP_HOOKS}
-
-    def requestheaders(self, flow):
-        for hook in self.hooks["requestheaders"]:
-            hook(flow)
-
-    def request(self, flow):
-        for hook in self.hooks["request"]:
-            hook(flow)
-
-    def responseheaders(self, flow):
-        for hook in self.hooks["responseheaders"]:
-            hook(flow)
-
-    def response(self, flow):
-        for hook in self.hooks["response"]:
-            hook(flow)
 
 
 def lean_master(chain: list) -> Master:
@@ -168,16 +152,23 @@ async def dispatch_us(chain: list, connection_id: str, api_key: str, count: int 
 def measure_chain_cost(redis_url: str, prefix: str, connection_id: str, api_key: str) -> dict:
     store = load_store(redis_url, prefix)
     lean = asyncio.run(dispatch_us([], connection_id, api_key))
-    gateway = asyncio.run(dispatch_us(build_chain(store), connection_id, api_key))
-    fused = asyncio.run(dispatch_us([FusedChain(build_chain(store))], connection_id, api_key))
+    gateway = asyncio.run(dispatch_us([build_chain(store)], connection_id, api_key))
+    separate = asyncio.run(dispatch_us(build_chain(store).members, connection_id, api_key))
     return {
         "store": store.stats(),
         "token_verification": token_verification_ns(store, api_key),
-        "policy_decision": "n/a (issue #5)",
+        "policy_decision_ns": policy_decision_ns(store, connection_id, api_key),
         "per_addon_us": per_addon_us(store, connection_id, api_key),
         "dispatch_lean_us": lean,
         "dispatch_gateway_us": gateway,
         "chain_us": gateway - lean,
-        "dispatch_fused_us": fused,
-        "fused_chain_us": fused - lean,
+        "dispatch_separate_addons_us": separate,
+        "separate_addons_chain_us": separate - lean,
     }
+
+
+def policy_decision_ns(store: SnapshotStore, connection_id: str, api_key: str, number: int = 20000) -> float:
+    """The caller's policy deciding one tools/call, as ``ToolAuthorizer`` asks it."""
+    policy = store.principal(hash_key(api_key)).policy
+    return min(timeit.repeat(lambda: policy.allows("tools", connection_id, "echo"), number=number,
+                             repeat=REPEATS)) / number * 1e9

@@ -89,14 +89,15 @@ def table(result: dict) -> str:
     tv = chain["token_verification"]
     lines.append(f"token verification per call: {tv['sha256_and_lookup_ns'] / 1000:.2f} µs (SHA-256 of the key, "
                  f"then one look-up among {chain['store']['api_keys']} keys; SHA-256 alone "
-                 f"{tv['sha256_ns'] / 1000:.2f} µs); policy decision: {chain['policy_decision']}")
+                 f"{tv['sha256_ns'] / 1000:.2f} µs); policy decision per call: "
+                 f"{chain['policy_decision_ns'] / 1000:.2f} µs (python -m bench.policy_scale: at 1x and 10x sizes)")
     addons = ", ".join(f"{name} {us:.1f}" for name, us in chain["per_addon_us"].items())
     lines.append(f"addon chain per call, hooks called directly (µs): {addons}; sum "
                  f"{sum(chain['per_addon_us'].values()):.1f} µs")
     lines.append(f"addon chain per call through mitmproxy's hook dispatch: {chain['chain_us']:.0f} µs "
                  f"(lean master {chain['dispatch_lean_us']:.0f} µs, with chain {chain['dispatch_gateway_us']:.0f} µs); "
-                 f"the same addons behind one dispatching addon (not how the gateway runs): "
-                 f"{chain['fused_chain_us']:.0f} µs")
+                 f"the same addons as separate mitmproxy addons (how the chain ran before AddonChain): "
+                 f"{chain['separate_addons_chain_us']:.0f} µs")
     lines.append("")
     lines.append("targets:")
     for name, t in result["targets"].items():

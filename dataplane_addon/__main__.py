@@ -82,7 +82,7 @@ async def serve(args: argparse.Namespace) -> None:
     master = Master(opts, with_termlog=False)
     master.addons.add(core.Core(), proxyserver.Proxyserver(), next_layer.NextLayer(), tlsconfig.TlsConfig(),
                       dns_resolver.DnsResolver())
-    master.addons.add(*build_chain())
+    master.addons.add(build_chain())
     # Options that addons declare exist only now that the master holds them.
     opts.update(
         mode=[f"reverse:http://{args.control_plane}@{args.listen_host}:{args.port}"],

@@ -8,4 +8,4 @@
 
 from dataplane_addon.chain import build_chain
 
-addons = build_chain()
+addons = [build_chain()]

@@ -72,8 +72,10 @@ def test_chain_cost_and_token_verification_are_measured(result):
     assert chain["store"]["connections"] == doc["snapshot"]["connections"] + 2
     assert chain["store"]["api_keys"] == doc["snapshot"]["api_keys"]
     assert chain["token_verification"]["sha256_and_lookup_ns"] > 0
-    assert {"Authenticator", "ConnectionResolver", "JsonRpcParser", "CredentialInjector"} <= set(chain["per_addon_us"])
-    assert chain["policy_decision"] == "n/a (issue #5)"
+    assert {"Authenticator", "ConnectionResolver", "JsonRpcParser", "ToolAuthorizer",
+            "CredentialInjector"} <= set(chain["per_addon_us"])
+    assert chain["policy_decision_ns"] > 0
+    assert chain["dispatch_gateway_us"] > 0 and chain["dispatch_separate_addons_us"] > 0
 
 
 def test_verdicts_and_table_are_printed(result):
