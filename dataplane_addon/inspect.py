@@ -31,8 +31,8 @@ class ListingFilter:
 
     def response(self, flow: http.HTTPFlow) -> None:
         call = flow.metadata.get(CALL)
-        if call is None or flow.response is None or call.upstream is None or flow.response.stream:
-            return
+        if call is None or not call.lists or flow.response is None or flow.response.stream:
+            return  # only listings are changed; other JSON answers are not even parsed
         if not flow.response.headers.get("Content-Type", "").startswith("application/json"):
             return
         try:

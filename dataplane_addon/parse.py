@@ -26,6 +26,6 @@ class JsonRpcParser:
         except JsonRpcError as error:
             flow.response = rpc_answer(400, error.code, error.message, error.request_id)
             return
-        mismatch = header_mismatch(call.messages, list(flow.request.headers.items(multi=True)))
+        mismatch = header_mismatch(call.messages, flow.request.headers.get_all)
         if mismatch is not None:
             flow.response = rpc_answer(400, HEADER_MISMATCH, f"Header mismatch: {mismatch}", call.request_id)

@@ -14,15 +14,22 @@ from dataplane_addon.call import CALL, undecided_call
 
 
 class UpstreamTimeout:
+    def __init__(self) -> None:
+        self.seconds = 60.0
+
     def load(self, loader) -> None:
         loader.add_option("mesh_upstream_timeout", float, 60.0,
                           "Seconds an upstream may take to start answering an MCP call; then 504.")
+
+    def configure(self, updated) -> None:
+        if "mesh_upstream_timeout" in updated:
+            self.seconds = ctx.options.mesh_upstream_timeout  # read once, not per call
 
     def request(self, flow: http.HTTPFlow) -> None:
         call = undecided_call(flow)
         if call is None or call.upstream is None:
             return
-        call.timer = asyncio.get_running_loop().call_later(ctx.options.mesh_upstream_timeout, self._expire, flow)
+        call.timer = asyncio.get_running_loop().call_later(self.seconds, self._expire, flow)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         self._cancel(flow)

@@ -10,10 +10,21 @@ protocol defines.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from mcp.shared.inbound import (
+    MCP_METHOD_HEADER,
+    MCP_NAME_HEADER,
+    MCP_PROTOCOL_VERSION_HEADER,
+    NAME_BEARING_METHODS,
+    decode_header_value,
+)
 from mcp_types import HEADER_MISMATCH, INTERNAL_ERROR, INVALID_REQUEST, PARSE_ERROR
+
+# The headers that mirror the body, as the `mcp` SDK names them; each may appear once.
+ROUTING_HEADERS = (MCP_PROTOCOL_VERSION_HEADER, MCP_METHOD_HEADER, MCP_NAME_HEADER)
 
 __all__ = [
     "CREDENTIALS_UNAVAILABLE",
@@ -116,25 +127,23 @@ def error_body(code: int, message: str, request_id: RequestId = None, data: Any 
     return json.dumps({"jsonrpc": "2.0", "id": request_id, "error": error}).encode()
 
 
-def header_mismatch(messages: list[Message], headers: list[tuple[str, str]]) -> str | None:
+def header_mismatch(messages: list[Message], get_all: Callable[[str], list[str]]) -> str | None:
     """Why the ``Mcp-Method`` / ``Mcp-Name`` headers disagree with the body, or None if they agree.
 
     Uses the `mcp` SDK's own definitions (which method mirrors which field, how header values are
     encoded), so the gateway and SDK servers judge alike. Headers are never trusted for decisions;
     this check only stops a header from telling an intermediary something the body does not say.
     ``Mcp-Param-*`` headers mirror tool arguments by schema and are left to the upstream: no
-    decision of the gateway rests on them.
+    decision of the gateway rests on them. ``get_all(name)`` gives every value of a header
+    (case-insensitive), so a header sent twice is caught as the SDK's servers catch it.
     """
-    from mcp.shared.inbound import (
-        MCP_METHOD_HEADER, MCP_NAME_HEADER, NAME_BEARING_METHODS, decode_header_value, find_duplicated_routing_header,
-    )
-
-    duplicated = find_duplicated_routing_header(headers)
-    if duplicated is not None:
-        return f"the {duplicated} header appears more than once"
-    lowered = {name.lower(): value for name, value in headers}
-    method_header = lowered.get(MCP_METHOD_HEADER)
-    name_header = lowered.get(MCP_NAME_HEADER)
+    found = {}
+    for name in ROUTING_HEADERS:
+        values = get_all(name)
+        if len(values) > 1:
+            return f"the {name} header appears more than once"
+        found[name] = values[0] if values else None
+    method_header, name_header = found[MCP_METHOD_HEADER], found[MCP_NAME_HEADER]
     if method_header is None and name_header is None:
         return None
     if len(messages) != 1 or messages[0].kind == "response":
