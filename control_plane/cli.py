@@ -5,6 +5,7 @@ changes up through Redis."""
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from contextlib import contextmanager
 from datetime import timedelta
@@ -113,25 +114,53 @@ def connections() -> None:
 
 @connections.command("add")
 @click.option("--name", required=True)
-@click.option("--url", required=True, help="The upstream's Streamable HTTP endpoint.")
-@click.option("--header", "headers", multiple=True, metavar='"NAME: VALUE"', help="Sent to the upstream; repeatable.")
+@click.option("--url", help="The upstream's Streamable HTTP endpoint.")
+@click.option("--sse-url", help="An upstream speaking the legacy HTTP+SSE transport: its SSE endpoint (…/sse).")
+@click.option("--stdio", "command_line", metavar='"COMMAND ARGS…"',
+              help="Run this command and speak MCP on its stdin/stdout, e.g. "
+                   '"npx -y @modelcontextprotocol/server-everything" (split like sh does; no shell runs it).')
+@click.option("--header", "headers", multiple=True, metavar='"NAME: VALUE"',
+              help="Sent to an --url or --sse-url upstream; repeatable.")
+@click.option("--env", "env", multiple=True, metavar="NAME=VALUE",
+              help="Environment of a --stdio command; repeatable. Values are masked in listings.")
 @click.option("--org", "org_ref", help=ORG_HELP)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
-def connections_add(settings: Settings, name, url, headers, org_ref, as_json) -> None:
-    """Register a connection and print its id."""
+def connections_add(settings: Settings, name, url, sse_url, command_line, headers, env, org_ref, as_json) -> None:
+    """Register a connection and print its id: exactly one of --url, --sse-url, --stdio."""
+    from control_plane.services import bridged_connections as bridged
     from control_plane.services import connections as svc
     from control_plane.services.orgs import find_org
 
+    if sum(x is not None for x in (url, sse_url, command_line)) != 1:
+        raise click.UsageError("give exactly one of --url, --sse-url or --stdio")
+    if env and command_line is None:
+        raise click.UsageError("--env is for --stdio connections")
+    if headers and command_line is not None:
+        raise click.UsageError("--header is for --url and --sse-url connections; a --stdio command takes --env")
     with _services(settings):
         parsed = dict(svc.parse_header(h) for h in headers)
-        conn = svc.create_connection(find_org(org_ref), name, url, parsed)
+        if command_line is not None:
+            command, args = bridged.parse_command_line(command_line)
+            conn = bridged.create_stdio_connection(find_org(org_ref), name, command, args,
+                                                   dict(bridged.parse_env(e) for e in env))
+        elif sse_url is not None:
+            conn = bridged.create_sse_connection(find_org(org_ref), name, sse_url, parsed)
+        else:
+            conn = svc.create_connection(find_org(org_ref), name, url, parsed)
         _emit(as_json, _connection_row(conn, svc), conn.id)
 
 
 def _connection_row(conn, svc) -> dict:
+    from control_plane.services.bridged_connections import mask_env
+
     return {"id": conn.id, "org_id": conn.org_id, "name": conn.name, "url": conn.url, "transport": conn.transport,
-            "status": conn.status, "headers": svc.mask_headers(conn.headers or {}), "created_at": conn.created_at}
+            "status": conn.status, "headers": svc.mask_headers(conn.headers or {}), "command": conn.command,
+            "args": list(conn.args or []), "env": mask_env(conn.env or {}), "created_at": conn.created_at}
+
+
+def _connection_target(row: dict) -> str:
+    return shlex.join([row["command"], *row["args"]]) if row["transport"] == "stdio" else row["url"]
 
 
 @connections.command("list")
@@ -144,7 +173,8 @@ def connections_list(settings: Settings, org_ref, as_json) -> None:
 
     with _services(settings):
         rows = [_connection_row(c, svc) for c in svc.list_connections(find_org(org_ref))]
-        _emit(as_json, rows, "\n".join(f"{r['id']}  {r['status']:<8} {r['name']:<24} {r['url']}" for r in rows))
+        _emit(as_json, rows, "\n".join(f"{r['id']}  {r['status']:<8} {r['transport']:<5} {r['name']:<24} "
+                                        f"{_connection_target(r)}" for r in rows))
 
 
 def _json_arg(text: str | None, what: str):

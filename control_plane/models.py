@@ -94,6 +94,11 @@ class Connection(db.Model):
     status: Mapped[str] = mapped_column(sa.String(16), default="active")
     # Static headers sent to the upstream. Moves into the encrypted vault with issue #4.
     headers: Mapped[dict] = mapped_column(sa.JSON, default=dict)
+    # transport "stdio": the command the bridge runs, its arguments, and environment values
+    # (secrets, like header values). Empty for the other transports.
+    command: Mapped[str | None] = mapped_column(sa.String(1024), default=None)
+    args: Mapped[list | None] = mapped_column(sa.JSON, default=None)
+    env: Mapped[dict | None] = mapped_column(sa.JSON, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

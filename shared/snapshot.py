@@ -10,7 +10,8 @@ Layout (JSON, ``schema`` 1)::
       "deleted": false,            # a tombstone removes the org from every data plane
       "connections": {
         "conn_…": {"name": "…", "url": "http://…/mcp", "transport": "http",
-                    "status": "active", "headers": {"X-Api-Key": "…"}}
+                    "status": "active", "headers": {"X-Api-Key": "…"},
+                    "command": "", "args": [], "env": {}}
       },
       "api_keys": {
         "<sha256 of the key>": {"key_id": "key_…", "user_id": "usr_…", "expires_at": null,
@@ -21,6 +22,11 @@ Layout (JSON, ``schema`` 1)::
         "key:key_…":   [{…the role's…}, {…the key's narrowing scope…}]
       }
     }
+
+``transport`` is "http" (Streamable HTTP at ``url``), "sse" (a legacy HTTP+SSE server at
+``url``) or "stdio" (``command`` with ``args`` and ``env``, run by the bridge). The data plane
+sends "sse" and "stdio" connections to the bridge (``dataplane_addon/bridge``), which opens
+the upstream; snapshots written before these fields existed still parse.
 
 Keys share their role's policy unless narrowed, so 10,000 keys of 100 roles carry ~100
 policies, each compiled once by the data plane.
@@ -44,6 +50,9 @@ class ConnectionRoute:
     transport: str = "http"
     status: str = "active"
     headers: dict[str, str] = field(default_factory=dict)
+    command: str = ""  # stdio only, like args and env
+    args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)  # secrets, like header values
 
 
 @dataclass(frozen=True, slots=True)
