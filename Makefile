@@ -8,6 +8,7 @@ up: install
 	.venv/bin/mesh up
 
 test: install
+	@./scripts/install-test-upstreams
 	.venv/bin/python -m pytest $(PYTEST_ARGS)
 
 # Regenerate the pinned versions after changing dependencies in pyproject.toml.

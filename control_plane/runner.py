@@ -1,16 +1,20 @@
 """``mesh up``: one command that runs the whole gateway on one machine.
 
 Children: a local ``redis-server`` (only when no Redis is configured and none answers on
-127.0.0.1:6379), the control plane under gunicorn on 127.0.0.1:CONTROL_PLANE_PORT, and the data
-plane (mitmproxy) on HOST:PORT. This process migrates the database, creates the first admin on
-an empty one, then runs the snapshot reconciler once a second until Ctrl-C or SIGTERM, and stops
-every child on the way out. If a child dies, everything stops with a non-zero exit.
+127.0.0.1:6379), the control plane under gunicorn on 127.0.0.1:CONTROL_PLANE_PORT, the bridge
+for stdio and sse connections on 127.0.0.1:MESH_BRIDGE_PORT (it supervises the stdio commands
+itself), and the data plane (mitmproxy) on HOST:PORT. The data plane and the bridge share a
+token drawn afresh for each run, handed over in their environment. This process migrates the
+database, creates the first admin on an empty one, then runs the snapshot reconciler once a
+second until Ctrl-C or SIGTERM, and stops every child on the way out. If a child dies,
+everything stops with a non-zero exit.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -60,14 +64,15 @@ class GatewayRunner:
         self.out = out or sys.stdout
         self.children: list[tuple[str, subprocess.Popen]] = []
         self._stopping = False
+        self._bridge_env = {"MESH_BRIDGE_TOKEN": secrets.token_urlsafe(32)}
 
     def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
 
     # -- children -----------------------------------------------------------------------------
 
-    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
-        env = {**os.environ, **self.settings.child_env()}
+    def _spawn(self, name: str, argv: list[str], extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+        env = {**os.environ, **self.settings.child_env(), **(extra_env or {})}
         proc = subprocess.Popen(argv, env=env, start_new_session=True)
         self.children.append((name, proc))
         return proc
@@ -95,11 +100,15 @@ class GatewayRunner:
             sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{s.control_plane_port}", "--workers", "2",
             "--log-level", "warning", "--graceful-timeout", "5", "control_plane.app:create_app()",
         ])
+        self._spawn("bridge", [
+            sys.executable, "-m", "dataplane_addon.bridge", "--port", str(s.bridge_port), "--redis-url", s.redis_url,
+            "--redis-prefix", s.redis_prefix,
+        ], self._bridge_env)
         self._spawn("data plane", [
             sys.executable, "-m", "dataplane_addon", "--listen-host", s.listen_host, "--port", str(s.port),
-            "--control-plane", f"127.0.0.1:{s.control_plane_port}", "--redis-url", s.redis_url,
-            "--redis-prefix", s.redis_prefix,
-        ])
+            "--control-plane", f"127.0.0.1:{s.control_plane_port}", "--bridge", f"127.0.0.1:{s.bridge_port}",
+            "--redis-url", s.redis_url, "--redis-prefix", s.redis_prefix,
+        ], self._bridge_env)
 
     def stop(self) -> None:
         self._stopping = True

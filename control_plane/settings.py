@@ -8,6 +8,7 @@
 - ``PORT``           the gateway's single front door (default 3000)
 - ``HOST``           the address it listens on (default 127.0.0.1; 0.0.0.0 in containers)
 - ``CONTROL_PLANE_PORT`` the Flask app's internal port on 127.0.0.1 (default PORT + 1)
+- ``MESH_BRIDGE_PORT`` the bridge's port on 127.0.0.1 for stdio and sse connections (default PORT + 2)
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class Settings:
     port: int
     control_plane_port: int
     listen_host: str = "127.0.0.1"
+    bridge_port: int = 0  # from_env: PORT + 2 unless MESH_BRIDGE_PORT says otherwise
 
     def child_env(self) -> dict[str, str]:
         """The environment that makes a child process see exactly these settings."""
@@ -57,6 +59,7 @@ class Settings:
             "PORT": str(self.port),
             "CONTROL_PLANE_PORT": str(self.control_plane_port),
             "HOST": self.listen_host,
+            "MESH_BRIDGE_PORT": str(self.bridge_port),
         }
 
     @classmethod
@@ -74,4 +77,5 @@ class Settings:
             port=port,
             control_plane_port=int(env.get("CONTROL_PLANE_PORT") or port + 1),
             listen_host=env.get("HOST") or "127.0.0.1",
+            bridge_port=int(env.get("MESH_BRIDGE_PORT") or port + 2),
         )
