@@ -81,7 +81,8 @@ def legacy_sse(gateway, api_key):
                               stderr=subprocess.DEVNULL)
     try:
         wait_for(lambda: port_open(port), what="the legacy SSE upstream")
-        cid = gateway.mesh("connections", "add", "--name", "legacy", "--sse-url", f"http://127.0.0.1:{port}/sse")["id"]
+        cid = gateway.mesh("connections", "add", "--name", "legacy", "--sse-url", f"http://127.0.0.1:{port}/sse",
+                           "--header", f"X-Upstream-Key: {SECRET}")["id"]
         wait_ready(gateway, cid)
         routable(gateway, cid, api_key)
         yield cid
@@ -93,7 +94,7 @@ def legacy_sse(gateway, api_key):
 @pytest.mark.parametrize("mode", MODES)
 async def test_a_python_stdio_server_works_through_the_gateway(gateway, python_stdio, api_key, mode):
     async with mcp_client(gateway.mcp_url(python_stdio), api_key, mode=mode) as client:
-        assert sorted(t.name for t in (await client.list_tools()).tools) == ["add", "echo", "env", "whoami"]
+        assert sorted(t.name for t in (await client.list_tools()).tools) == ["add", "echo", "env", "header", "whoami"]
         assert (await client.call_tool("echo", {"text": "over stdio"})).content[0].text == "over stdio"
         assert (await client.call_tool("add", {"a": 2, "b": 40})).structured_content == {"result": 42}
         # The connection's env reaches the child (and only the child).
@@ -122,6 +123,10 @@ async def test_a_legacy_http_sse_server_works_through_the_bridge(gateway, legacy
     async with mcp_client(gateway.mcp_url(legacy_sse), api_key, mode=mode) as client:
         assert (await client.call_tool("echo", {"text": "over sse"})).content[0].text == "over sse"
         assert (await client.call_tool("add", {"a": 1, "b": 2})).structured_content == {"result": 3}
+        # The connection's headers reach the SSE server; the caller's key and the bridge token do not.
+        assert (await client.call_tool("header", {"name": "X-Upstream-Key"})).content[0].text == SECRET
+        for never in ("Authorization", "X-Mesh-Bridge-Token"):
+            assert (await client.call_tool("header", {"name": never})).content[0].text == ""
 
 
 async def test_a_killed_stdio_child_is_restarted_and_the_next_call_works(gateway, python_stdio, api_key):
@@ -132,7 +137,7 @@ async def test_a_killed_stdio_child_is_restarted_and_the_next_call_works(gateway
         os.kill(first, signal.SIGKILL)
         # Straight away, on the same client session: a listing meets the dead child or waits
         # for its successor, and is answered either way.
-        assert len((await client.list_tools()).tools) == 4
+        assert len((await client.list_tools()).tools) == 5
         after = wait_ready(gateway, python_stdio, other_than_pid=first)
         assert int((await client.call_tool("whoami", {})).content[0].text) == after["pid"]
     assert after["restarts"] == before["restarts"] + 1 and after["last_error"] == "the process exited"

@@ -2,8 +2,9 @@
 
 Run as ``python -m tests.upstreams.stdio_server`` (it speaks JSON-RPC on stdin/stdout, like the
 servers people start with ``uvx …``). Tools ``echo``, ``add``, ``whoami`` (its own pid, so a test
-can tell a restarted process from the first one) and ``env`` (the value of one environment
-variable, so a test can check what the bridge passed in); a prompt ``greet`` and a resource
+can tell a restarted process from the first one), ``env`` (the value of one environment
+variable, so a test can check what the bridge passed in) and ``header`` (one header of the HTTP
+request that carried the call; always empty on stdio); a prompt ``greet`` and a resource
 ``mesh://motd``, so prompts and resources are bridged too.
 
 With the arguments ``sse PORT`` it serves the same tools over the legacy HTTP+SSE transport
@@ -15,7 +16,7 @@ from __future__ import annotations
 import os
 import sys
 
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 
 
 def build() -> MCPServer:
@@ -40,6 +41,11 @@ def build() -> MCPServer:
     def env(name: str) -> str:
         """The value of one environment variable ('' when unset)."""
         return os.environ.get(name, "")
+
+    @server.tool()
+    def header(name: str, ctx: Context) -> str:
+        """One header of the HTTP request that carried this call ('' when absent or on stdio)."""
+        return (ctx.headers or {}).get(name.lower(), "")
 
     @server.prompt()
     def greet(name: str) -> str:
