@@ -8,6 +8,7 @@ up: install
 	.venv/bin/mesh up
 
 test: install
+	@./scripts/install-test-upstreams
 	.venv/bin/python -m pytest $(PYTEST_ARGS)
 
 # The benchmark harness (README, "Performance"): installs the `bench` extra and wrk, then runs it

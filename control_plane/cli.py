@@ -5,6 +5,7 @@ changes up through Redis."""
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from contextlib import contextmanager
 from datetime import timedelta
@@ -121,21 +122,36 @@ def connections() -> None:
 
 @connections.command("add")
 @click.option("--name", required=True)
-@click.option("--url", required=True, help="The upstream's Streamable HTTP endpoint.")
+@click.option("--url", help="The upstream's Streamable HTTP endpoint.")
+@click.option("--sse-url", help="An upstream speaking the legacy HTTP+SSE transport: its SSE endpoint (…/sse).")
+@click.option("--stdio", "command_line", metavar='"COMMAND ARGS…"',
+              help="Run this command and speak MCP on its stdin/stdout, e.g. "
+                   '"npx -y @modelcontextprotocol/server-everything" (split like sh does; no shell runs it).')
 @secret_options
 @click.option("--org", "org_ref", help=ORG_HELP)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
-def connections_add(settings: Settings, name, url, org_ref, as_json, **secret_opts) -> None:
-    """Register a connection and print its id. Its secrets go into the vault, sealed; listings
-    show only a mask of each."""
+def connections_add(settings: Settings, name, url, sse_url, command_line, org_ref, as_json, **secret_opts) -> None:
+    """Register a connection and print its id: exactly one of --url, --sse-url, --stdio. Its
+    secrets (--bearer, --basic, --header for URLs; --env for a stdio command) go into the vault,
+    sealed; listings show only a mask of each."""
+    from control_plane.services import bridged_connections as bridged
     from control_plane.services import connections as svc
     from control_plane.services.orgs import find_org
     from control_plane.services.secrets import secret_masks
 
+    if sum(x is not None for x in (url, sse_url, command_line)) != 1:
+        raise click.UsageError("give exactly one of --url, --sse-url or --stdio")
     with _services(settings):
         org = find_org(org_ref)
-        conn = svc.create_connection(org, name, url, secrets=collect_secrets(**secret_opts))
+        secrets = collect_secrets(**secret_opts)
+        if command_line is not None:
+            command, args = bridged.parse_command_line(command_line)
+            conn = bridged.create_stdio_connection(org, name, command, args, secrets=secrets)
+        elif sse_url is not None:
+            conn = bridged.create_sse_connection(org, name, sse_url, secrets=secrets)
+        else:
+            conn = svc.create_connection(org, name, url, secrets=secrets)
         _emit(as_json, _connection_row(conn, secret_masks(org)), conn.id)
 
 
@@ -144,7 +160,7 @@ def connections_add(settings: Settings, name, url, org_ref, as_json, **secret_op
 @secret_options
 @click.option("--remove", "removals", multiple=True, metavar="FIELD",
               help="Remove a secret: bearer, basic, header:NAME or env:NAME; repeatable.")
-@click.option("--org", "org_ref", help="Org id or slug (default: the first-run org `default`, or the only org).")
+@click.option("--org", "org_ref", help=ORG_HELP)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def connections_set_secret(settings: Settings, connection_ref, removals, org_ref, as_json, **secret_opts) -> None:
@@ -162,7 +178,12 @@ def connections_set_secret(settings: Settings, connection_ref, removals, org_ref
 
 def _connection_row(conn, masks: dict) -> dict:
     return {"id": conn.id, "org_id": conn.org_id, "name": conn.name, "url": conn.url, "transport": conn.transport,
-            "status": conn.status, "secrets": masks.get(conn.id, {}), "created_at": conn.created_at}
+            "status": conn.status, "command": conn.command, "args": list(conn.args or []),
+            "secrets": masks.get(conn.id, {}), "created_at": conn.created_at}
+
+
+def _connection_target(row: dict) -> str:
+    return shlex.join([row["command"], *row["args"]]) if row["transport"] == "stdio" else row["url"]
 
 
 @connections.command("list")
@@ -179,7 +200,7 @@ def connections_list(settings: Settings, org_ref, as_json) -> None:
         masks = secret_masks(org)
         rows = [_connection_row(c, masks) for c in svc.list_connections(org)]
         _emit(as_json, rows, "\n".join(
-            f"{r['id']}  {r['status']:<8} {r['name']:<24} {r['url']}"
+            f"{r['id']}  {r['status']:<8} {r['transport']:<5} {r['name']:<24} {_connection_target(r)}"
             + "".join(f"  {k}={v}" for k, v in r["secrets"].items()) for r in rows))
 
 

@@ -28,7 +28,8 @@ def compile_snapshot(session: Session, org_id: str, deliver=None) -> Snapshot:
         # Deleted orgs are published as tombstones with a version no live org reaches.
         return Snapshot(org_id=org_id, version=2**62, deleted=True)
     connections = {
-        c.id: ConnectionRoute(name=c.name, url=c.url, transport=c.transport, status=c.status)
+        c.id: ConnectionRoute(name=c.name, url=c.url, transport=c.transport, status=c.status,
+                              command=c.command or "", args=list(c.args or []))
         for c in session.scalars(sa.select(Connection).where(Connection.org_id == org_id))
         if c.status == "active"
     }

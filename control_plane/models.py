@@ -96,6 +96,10 @@ class Connection(db.Model):
     url: Mapped[str] = mapped_column(sa.String(2048))
     transport: Mapped[str] = mapped_column(sa.String(16), default="http")
     status: Mapped[str] = mapped_column(sa.String(16), default="active")
+    # transport "stdio": the command the bridge runs and its arguments (its environment values
+    # are secrets, in the vault as env:NAME). Empty for the other transports.
+    command: Mapped[str | None] = mapped_column(sa.String(1024), default=None)
+    args: Mapped[list | None] = mapped_column(sa.JSON, default=None)
     # What CONNECTION_TEST last found: the upstream's tools (names, descriptions, schemas).
     tool_catalog: Mapped[list | None] = mapped_column(sa.JSON, default=None)
     tested_at: Mapped[datetime | None] = mapped_column(default=None)

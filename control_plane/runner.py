@@ -1,14 +1,16 @@
 """``mesh up``: one command that runs the whole gateway on one machine.
 
 Children: a local ``redis-server`` (only when no Redis is configured and none answers on
-127.0.0.1:6379), the control plane under gunicorn on 127.0.0.1:CONTROL_PLANE_PORT, and the data
-plane (mitmproxy) on HOST:PORT. This process checks the vault's keys (creating them on a first
-run), migrates the database, creates the first admin on an empty one, then runs the snapshot
-reconciler once a second until Ctrl-C or SIGTERM, and stops every child on the way out. If a
-child dies, everything stops with a non-zero exit.
+127.0.0.1:6379), the control plane under gunicorn on 127.0.0.1:CONTROL_PLANE_PORT, the bridge
+for stdio and sse connections on 127.0.0.1:MESH_BRIDGE_PORT (it supervises the stdio commands
+itself), and the data plane (mitmproxy) on HOST:PORT. The data plane and the bridge share a
+token drawn afresh for each run, handed over in their environment. This process checks the
+vault's keys (creating them on a first run), migrates the database, creates the first admin on
+an empty one, then runs the snapshot reconciler once a second until Ctrl-C or SIGTERM, and stops
+every child on the way out. If a child dies, everything stops with a non-zero exit.
 
-The data plane gets the data-plane key (its file's path, or ``MESH_DATAPLANE_KEY``) and never
-the master key: ``ENCRYPTION_KEY`` is removed from its environment.
+The data plane and the bridge get the data-plane key (its file's path, or ``MESH_DATAPLANE_KEY``)
+and never the master key: ``ENCRYPTION_KEY`` is removed from their environment.
 """
 
 from __future__ import annotations
@@ -68,14 +70,17 @@ class GatewayRunner:
         self.out = out or sys.stdout
         self.children: list[tuple[str, subprocess.Popen]] = []
         self._stopping = False
+        self._bridge_env = {"MESH_BRIDGE_TOKEN": secrets.token_urlsafe(32)}
 
     def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
 
     # -- children -----------------------------------------------------------------------------
 
-    def _spawn(self, name: str, argv: list[str], withhold: tuple[str, ...] = ()) -> subprocess.Popen:
-        env = {k: v for k, v in {**os.environ, **self.settings.child_env()}.items() if k not in withhold}
+    def _spawn(self, name: str, argv: list[str], extra_env: dict[str, str] | None = None,
+               withhold: tuple[str, ...] = ()) -> subprocess.Popen:
+        env = {k: v for k, v in {**os.environ, **self.settings.child_env(), **(extra_env or {})}.items()
+               if k not in withhold}
         proc = subprocess.Popen(argv, env=env, start_new_session=True)
         self.children.append((name, proc))
         return proc
@@ -104,13 +109,19 @@ class GatewayRunner:
             "--worker-class", "uvicorn_worker.UvicornWorker", "--log-level", "warning", "--graceful-timeout", "5",
             "control_plane.asgi:create_asgi_app()",
         ])
+        self._spawn("bridge", [
+            sys.executable, "-m", "dataplane_addon.bridge", "--port", str(s.bridge_port), "--redis-url", s.redis_url,
+            "--redis-prefix", s.redis_prefix,
+            *([] if s.dataplane_key else ["--dataplane-key-file", str(s.dataplane_key_file)]),
+        ], self._bridge_env, withhold=MASTER_KEY_VARIABLES)
         self._spawn("data plane", [
             sys.executable, "-m", "dataplane_addon", "--listen-host", s.listen_host, "--port", str(s.port),
-            "--control-plane", f"127.0.0.1:{s.control_plane_port}", "--redis-url", s.redis_url,
+            "--control-plane", f"127.0.0.1:{s.control_plane_port}", "--bridge", f"127.0.0.1:{s.bridge_port}",
+            "--redis-url", s.redis_url,
             "--redis-prefix", s.redis_prefix, "--body-size-limit", s.max_request_body,
             "--upstream-timeout", str(s.upstream_timeout), "--session-secret-file", str(self._session_secret()),
             *([] if s.dataplane_key else ["--dataplane-key-file", str(s.dataplane_key_file)]),
-        ], withhold=MASTER_KEY_VARIABLES)
+        ], self._bridge_env, withhold=MASTER_KEY_VARIABLES)
 
     def _session_secret(self):
         """The secret binding MCP sessions to callers; kept, so sessions survive a restart."""

@@ -17,6 +17,7 @@
                      ``<data dir>/dataplane.key``, generated on first run
 
 The key values are kept out of ``repr`` so a logged ``Settings`` never shows them.
+- ``MESH_BRIDGE_PORT`` the bridge's port on 127.0.0.1 for stdio and sse connections (default PORT + 2)
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ class Settings:
     @property
     def dataplane_key_file(self) -> Path:
         return self.data_dir / "dataplane.key"
+    bridge_port: int = 0  # from_env: PORT + 2 unless MESH_BRIDGE_PORT says otherwise
 
     def child_env(self) -> dict[str, str]:
         """The environment that makes a child process see exactly these settings."""
@@ -86,6 +88,7 @@ class Settings:
                 ("ENCRYPTION_KEY_PREVIOUS", self.encryption_key_previous),
                 ("MESH_DATAPLANE_KEY", self.dataplane_key),
             ) if value},
+            "MESH_BRIDGE_PORT": str(self.bridge_port),
         }
 
     @classmethod
@@ -108,4 +111,5 @@ class Settings:
             encryption_key=env.get("ENCRYPTION_KEY") or None,
             encryption_key_previous=env.get("ENCRYPTION_KEY_PREVIOUS") or None,
             dataplane_key=env.get("MESH_DATAPLANE_KEY") or None,
+            bridge_port=int(env.get("MESH_BRIDGE_PORT") or port + 2),
         )

@@ -34,6 +34,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--listen-host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=3000)
     parser.add_argument("--control-plane", default="127.0.0.1:3001", help="HOST:PORT of the Flask app")
+    parser.add_argument("--bridge", default="127.0.0.1:3002",
+                        help="HOST:PORT of the bridge for stdio and sse connections (token: MESH_BRIDGE_TOKEN)")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--redis-prefix", default="mesh")
     parser.add_argument("--body-size-limit", default=DEFAULT_BODY_LIMIT, help="larger requests get 413")
@@ -94,6 +96,7 @@ async def serve(args: argparse.Namespace) -> None:
         mesh_session_secret=session_secret(args.session_secret_file),
         stream_large_bodies=None,  # never: streamed bodies skip inspection
         mesh_control_plane=args.control_plane,
+        mesh_bridge=args.bridge,
         mesh_redis_url=args.redis_url,
         mesh_redis_prefix=args.redis_prefix,
         mesh_dataplane_key_file=args.dataplane_key_file,

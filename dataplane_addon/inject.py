@@ -28,8 +28,8 @@ from mitmproxy import ctx, http
 
 from dataplane_addon.call import rpc_answer, undecided_call
 from dataplane_addon.snapshot_store import Upstream
-from shared.credentials import delivery_context, header_for
-from shared.envelope import EnvelopeError, Keyring, KeyFormatError, open_sealed, parse_key
+from shared.credentials import header_for, open_delivered
+from shared.envelope import EnvelopeError, Keyring, KeyFormatError, parse_key
 from shared.jsonrpc import CREDENTIALS_UNAVAILABLE
 
 log = logging.getLogger(__name__)
@@ -64,9 +64,8 @@ def credential_headers(upstream: Upstream, keyring: Keyring | None) -> list[tupl
         raise CredentialsUnavailable("this data plane holds no data-plane key")
     headers = []
     for field, record in upstream.credentials:
-        context = delivery_context(upstream.org_id, upstream.connection_id, field)
         try:
-            value = open_sealed(record, context, keyring).decode()
+            value = open_delivered(upstream.org_id, upstream.connection_id, field, record, keyring)
         except (EnvelopeError, UnicodeDecodeError) as error:
             reason = error if isinstance(error, EnvelopeError) else "not text"
             raise CredentialsUnavailable(str(reason)) from None
@@ -119,7 +118,7 @@ class CredentialInjector:
         request.port = upstream.port
         joined = "&".join(q for q in (upstream.query, query) if q)
         request.path = upstream.path + ("?" + joined if joined else "")
-        for name, value in headers:
+        for name, value in (*headers, *upstream.gateway_headers):
             request.headers[name] = value
 
     def _report(self, upstream: Upstream, error: CredentialsUnavailable) -> None:

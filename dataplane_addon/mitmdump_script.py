@@ -4,6 +4,8 @@
         -s dataplane_addon/mitmdump_script.py --set mesh_redis_url=redis://127.0.0.1:6379/0
 
 ``python -m dataplane_addon`` (what ``mesh up`` runs) embeds the same chain in a leaner master.
+stdio and sse connections need the bridge too (``python -m dataplane_addon.bridge``, address in
+``--set mesh_bridge=HOST:PORT``), with the same ``MESH_BRIDGE_TOKEN`` in both environments.
 """
 
 from dataplane_addon.chain import build_chain

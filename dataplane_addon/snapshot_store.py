@@ -9,18 +9,29 @@ versions are ignored, so message order does not matter.
 Redis goes away it keeps the store as it is (serving from memory) and reconnects with backoff;
 on reconnecting it reloads everything, so changes made meanwhile are not missed. Absence from
 Redis never removes anything: only a tombstone snapshot does.
+
+Connections whose transport is "stdio" or "sse" are reached through the bridge
+(``dataplane_addon/bridge``): their ``Upstream`` is the bridge's address and path for them, with
+the shared bridge token as their only header (the bridge itself uses the connection's headers).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from dataplane_addon.bridge.address import (
+    BRIDGED_TRANSPORTS,
+    TOKEN_HEADER,
+    BridgeAddress,
+    connection_path,
+    parse_bridge_address,
+)
 from shared.bus import BusKeys, ChangeMessage
 from shared.envelope import EnvelopeError, SealedRecord, parse_record
 from shared.policy import Policy, PolicyError
@@ -51,12 +62,22 @@ class Upstream:
     # (field, record sealed under the data-plane key): parsed once here, opened only to inject.
     credentials: tuple[tuple[str, SealedRecord], ...] = ()
     status: str = "active"  # "broken": its credentials cannot be used; calls get 503
+    # Headers the gateway itself adds (the bridge's token), not the connection's credentials.
+    gateway_headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
 
 SERVED_STATUSES = ("active", "broken")
 
 
-def upstream_from(connection_id: str, org_id: str, route) -> Upstream:
+DEFAULT_BRIDGE = "127.0.0.1:3002"
+
+
+def upstream_from(connection_id: str, org_id: str, route, bridge: BridgeAddress | None = None) -> Upstream:
+    if route.transport in BRIDGED_TRANSPORTS:
+        bridge = bridge or parse_bridge_address(DEFAULT_BRIDGE, token="")
+        return Upstream(connection_id=connection_id, org_id=org_id, name=route.name, scheme="http", host=bridge.host,
+                        port=bridge.port, path=connection_path(connection_id), query="",
+                        gateway_headers=((TOKEN_HEADER, bridge.token),))  # the bridge opens the credentials
     parts = urlsplit(route.url)
     status = route.status
     try:
@@ -98,6 +119,7 @@ class SnapshotStore:
     one key of a 10,000-key org recompiles nothing else."""
 
     def __init__(self) -> None:
+        self.bridge: BridgeAddress | None = None  # where stdio and sse connections go
         self.versions: dict[str, int] = {}
         self._org_keys: dict[str, tuple[str, ...]] = {}
         self._org_connections: dict[str, tuple[str, ...]] = {}
@@ -131,7 +153,8 @@ class SnapshotStore:
         }
         routes = {} if snapshot.deleted else {cid: r for cid, r in snapshot.connections.items() if r.status in SERVED_STATUSES}
         upstreams = {
-            cid: previous.upstreams[cid] if previous and previous.routes.get(cid) == route else upstream_from(cid, org, route)
+            cid: previous.upstreams[cid] if previous and previous.routes.get(cid) == route
+            else upstream_from(cid, org, route, self.bridge)
             for cid, route in routes.items()
         }
         return Prepared(org, snapshot.version, principals, upstreams, routes, policies)
@@ -180,6 +203,21 @@ class SnapshotFollower:
         loader.add_option("mesh_redis_url", str, "redis://127.0.0.1:6379/0",
                           "Redis holding the snapshots the control plane publishes.")
         loader.add_option("mesh_redis_prefix", str, "mesh", "Prefix of every MCP Mesh key in Redis.")
+        loader.add_option("mesh_bridge", str, DEFAULT_BRIDGE,
+                          "HOST:PORT of the bridge serving stdio and sse connections (its token comes from "
+                          "MESH_BRIDGE_TOKEN in the environment).")
+
+    def configure(self, updated) -> None:
+        if "mesh_bridge" in updated:
+            from mitmproxy import ctx
+            from mitmproxy.exceptions import OptionsError
+
+            try:
+                self.store.bridge = parse_bridge_address(ctx.options.mesh_bridge)
+            except ValueError as exc:
+                raise OptionsError(f"mesh_bridge: {exc}") from None
+            if not self.store.bridge.token:
+                log.warning("MESH_BRIDGE_TOKEN is not set: the bridge will refuse stdio and sse connections")
 
     def running(self) -> None:
         from mitmproxy import ctx

@@ -88,3 +88,11 @@ def mask_credential(field: str, value: str) -> str:
         user, _, password = value.partition(":")
         return f"{user}:{mask_secret(password)}"
     return mask_secret(value)
+
+
+def open_delivered(org_id: str, connection_id: str, field: str, record, keyring) -> str:
+    """A credential as the data plane (or its bridge) received it, opened with the data-plane
+    key. Raises ``shared.envelope.EnvelopeError`` (saying why, never what) or ``ValueError``."""
+    from shared.envelope import open_sealed
+
+    return open_sealed(record, delivery_context(org_id, connection_id, field), keyring).decode()

@@ -11,7 +11,8 @@ Layout (JSON, ``schema`` 1)::
       "connections": {
         "conn_…": {"name": "…", "url": "http://…/mcp", "transport": "http",
                     "status": "active",            # or "broken": its secrets cannot be opened
-                    "credentials": {"bearer": "<sealed record>", "header:X-Api-Key": "<sealed record>"}}
+                    "credentials": {"bearer": "<sealed record>", "header:X-Api-Key": "<sealed record>"},
+                    "command": "", "args": []}  # stdio connections: what the bridge runs
       },
       "api_keys": {
         "<sha256 of the key>": {"key_id": "key_…", "user_id": "usr_…", "expires_at": null,
@@ -22,6 +23,11 @@ Layout (JSON, ``schema`` 1)::
         "key:key_…":   [{…the role's…}, {…the key's narrowing scope…}]
       }
     }
+
+``transport`` is "http" (Streamable HTTP at ``url``), "sse" (a legacy HTTP+SSE server at
+``url``) or "stdio" (``command`` with ``args`` and ``env``, run by the bridge). The data plane
+sends "sse" and "stdio" connections to the bridge (``dataplane_addon/bridge``), which opens
+the upstream; snapshots written before these fields existed still parse.
 
 Keys share their role's policy unless narrowed, so 10,000 keys of 100 roles carry ~100
 policies, each compiled once by the data plane.
@@ -47,6 +53,8 @@ class ConnectionRoute:
     transport: str = "http"
     status: str = "active"
     credentials: dict[str, str] = field(default_factory=dict)  # field -> record sealed for the data plane
+    command: str = ""  # stdio only, like args; its environment values are credentials (env:NAME)
+    args: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

@@ -97,6 +97,7 @@ class Gateway:
     def __init__(self, tmp: Path, redis_url: str = REDIS_URL, env: dict | None = None):
         self.port = free_port()
         self.control_plane_port = free_port()
+        self.bridge_port = free_port()
         self.prefix = unique_prefix()
         self.redis_url = redis_url
         self.data_dir = tmp / "gateway-data"
@@ -106,6 +107,7 @@ class Gateway:
             "MESH_DATA_DIR": str(self.data_dir),
             "PORT": str(self.port),
             "CONTROL_PLANE_PORT": str(self.control_plane_port),
+            "MESH_BRIDGE_PORT": str(self.bridge_port),
             "REDIS_URL": redis_url,
             "MESH_REDIS_PREFIX": self.prefix,
             **(env or {}),
@@ -160,6 +162,15 @@ class Gateway:
 
     def add_connection(self, name: str, url: str, *extra: str) -> str:
         return self.mesh("connections", "add", "--name", name, "--url", url, *extra)["id"]
+
+    def add_stdio_connection(self, name: str, command_line: str, *env: str) -> str:
+        """A stdio connection; ``env`` entries are ``NAME=value``."""
+        extra = [arg for entry in env for arg in ("--env", entry)]
+        return self.mesh("connections", "add", "--name", name, "--stdio", command_line, *extra)["id"]
+
+    def bridge_health(self) -> dict:
+        """The bridge's own /health (loopback, no token): per connection state, pid, restarts."""
+        return httpx2.get(f"http://127.0.0.1:{self.bridge_port}/health", timeout=5).json()["connections"]
 
     def create_key(self, name: str, *extra: str) -> str:
         return self.mesh("keys", "create", "--name", name, *extra)["key"]

@@ -47,6 +47,8 @@ def create_connection(org: Organization, name: str, url: str, headers: dict[str,
     """``headers`` and ``secrets`` (vault field -> value, see ``secrets.credential_fields``) are
     sealed into the vault in the same transaction as the connection."""
     require(actor, org, "connections.write")
+    if any(field.startswith("env:") for field in secrets or {}):
+        raise InvalidInput("environment values (--env) are for stdio connections")
     name = name.strip()
     if not name or len(name) > 200:
         raise InvalidInput("a connection needs a name of 1 to 200 characters")

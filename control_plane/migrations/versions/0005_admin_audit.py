@@ -1,7 +1,7 @@
 """admin audit trail, connection tool catalog and last test
 
 Revision ID: 0005_admin_audit
-Revises: 0003_identity
+Revises: 0004_stdio
 Create Date: 2026-11-24
 """
 import sqlalchemy as sa
@@ -12,7 +12,7 @@ from sqlalchemy.dialects import mysql
 TIMESTAMP = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 
 revision = "0005_admin_audit"
-down_revision = "0003_identity"
+down_revision = "0004_stdio"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,82 @@
+"""``python -m dataplane_addon.bridge``: the bridge as its own process, on 127.0.0.1 only.
+
+It follows the snapshots in Redis like the data plane does, runs every stdio and sse connection
+under supervision and serves each at ``/bridge/<connection id>/mcp``. ``MESH_BRIDGE_TOKEN`` (in
+the environment) must be set: requests without it are refused. On SIGTERM or SIGINT it stops
+serving, then stops every child it started, and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+import anyio
+import uvicorn
+
+from dataplane_addon.inject import load_dataplane_keyring
+from dataplane_addon.bridge.address import TOKEN_ENV
+from dataplane_addon.bridge.bridged_connections import BridgedConnections, RouteReportingStore
+from dataplane_addon.bridge.http_app import BridgeApp
+from dataplane_addon.snapshot_store import SnapshotFollower
+from shared.bus import BusKeys
+
+LISTEN_HOST = "127.0.0.1"  # never anything else: the bridge trusts whoever holds the token
+GRACEFUL_SECONDS = 2  # open client streams get this long before the children are stopped
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m dataplane_addon.bridge", description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=3002)
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--redis-prefix", default="mesh")
+    parser.add_argument("--dataplane-key-file", default="",
+                        help="the key connection credentials are sealed under (MESH_DATAPLANE_KEY wins)")
+    return parser.parse_args(argv)
+
+
+class _HttpServer(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self):
+        # uvicorn would re-raise the signal once it has stopped serving, killing this process
+        # before it stops its children; ``serve`` below handles the signals instead.
+        yield
+
+
+async def serve(args: argparse.Namespace, token: str) -> None:
+    with tempfile.TemporaryDirectory(prefix="mesh-bridge-") as pid_dir:
+        async with anyio.create_task_group() as tasks:
+            keyring = load_dataplane_keyring(args.dataplane_key_file)
+            connections = BridgedConnections(tasks, Path(pid_dir), keyring)
+            follower = SnapshotFollower(RouteReportingStore(connections))
+            tasks.start_soon(follower.follow, args.redis_url, BusKeys(args.redis_prefix))
+            config = uvicorn.Config(BridgeApp(connections, token), host=LISTEN_HOST, port=args.port,
+                                    log_level="warning", lifespan="off", timeout_graceful_shutdown=GRACEFUL_SECONDS)
+            http = _HttpServer(config)
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, setattr, http, "should_exit", True)
+            await http.serve()
+            tasks.cancel_scope.cancel()  # every connection's task stops its upstream on the way out
+    logging.getLogger("mesh.bridge").info("bridge stopped")
+
+
+def main(argv=None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s bridge %(levelname)s %(message)s")
+    logging.getLogger("mcp").setLevel(logging.WARNING)
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
+    token = os.environ.get(TOKEN_ENV, "")
+    if not token:
+        sys.exit(f"{TOKEN_ENV} must be set (mesh up sets it for the bridge and the data plane)")
+    asyncio.run(serve(parse_args(argv), token))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,171 @@
+"""One bridged upstream, opened as an initialized ``mcp`` ``ClientSession``: a stdio command run
+as a child process (``stdio_client``) or a legacy HTTP+SSE server (``sse_client``).
+
+This module owns what an upstream *is* (``UpstreamSpec``, built from a snapshot's route) and how
+one is opened; it does not decide when to open or reopen one (``supervisor.py`` does).
+
+Environment values and header values are secrets: they are passed to the child or the server
+and appear nowhere else (not in ``repr``, logs or errors). A child's environment is the SDK's
+short default list (``HOME``, ``PATH``, …) plus the connection's own ``env``: it never inherits
+the gateway's (database URL, bridge token).
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+import anyio
+import mcp_types as types
+from mcp import ClientSession
+from mcp.client.sse import sse_client
+from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp.shared.exceptions import MCPError
+from mcp_types import CONNECTION_CLOSED
+from shared.credentials import field_kind, header_for, open_delivered
+
+# How long a fresh upstream may take to answer ``initialize`` (``npx`` may download a package).
+START_TIMEOUT = 60.0
+HTTP_TIMEOUT = 10.0
+# A legacy SSE stream silent for this long is taken for dead; the supervisor's pings keep a
+# healthy one busy well within it.
+SSE_READ_TIMEOUT = 120.0
+
+CLIENT_INFO = types.Implementation(name="mcp-mesh-bridge", version="0.1.0")
+
+# The child is started through ``sh`` only to learn its pid: the shell writes its own pid to a
+# file and ``exec``s the command, which keeps that pid. The command and its arguments travel as
+# positional parameters, so nothing in them is ever interpreted by the shell.
+_RECORD_PID_AND_EXEC = 'echo $$ > "$0" && exec "$@"'
+
+
+class UpstreamStartFailed(Exception):
+    """The upstream went away before ``initialize`` completed; the message says how."""
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamSpec:
+    """Everything needed to open one bridged upstream; equal specs mean the same upstream."""
+
+    transport: str  # "stdio" | "sse"
+    name: str
+    command: str = ""
+    args: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    url: str = ""
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+
+    @classmethod
+    def from_route(cls, connection_id: str, org_id: str, route, keyring) -> UpstreamSpec:
+        """From a ``shared.snapshot.ConnectionRoute`` whose transport is bridged, its credentials
+        opened with the data-plane key: ``env:NAME`` for a stdio command, headers for sse.
+        Raises ``EnvelopeError`` or ``ValueError`` (never with secret material) when they cannot be."""
+        opened = {}
+        if route.credentials:
+            if keyring is None:
+                raise ValueError("this bridge holds no data-plane key")
+            opened = {f: open_delivered(org_id, connection_id, f, r, keyring) for f, r in route.credentials.items()}
+        if route.transport == "stdio":
+            env = {field_kind(f)[1]: v for f, v in opened.items() if field_kind(f)[0] == "env"}
+            return cls("stdio", route.name, command=route.command, args=tuple(route.args),
+                       env=tuple(sorted(env.items())))
+        headers = [h for f, v in opened.items() if (h := header_for(f, v)) is not None]
+        return cls("sse", route.name, url=route.url, headers=tuple(sorted(headers)))
+
+    def describe(self) -> str:
+        """For logs and ``/health``: the command line or URL, never env or header values."""
+        if self.transport == "stdio":
+            return shlex.join([self.command, *self.args])
+        return self.url
+
+
+class WatchedReadStream:
+    """A transport's read stream that notes when it ends (``ended``), so the supervisor learns
+    at once that a child exited or an SSE stream dropped, without waiting for a failed call."""
+
+    def __init__(self, inner) -> None:
+        self._inner = inner
+        self.ended = anyio.Event()
+
+    @property
+    def last_context(self):  # the dispatcher restores the sender's context from here, if any
+        return getattr(self._inner, "last_context", None)
+
+    async def receive(self):
+        try:
+            return await self._inner.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
+            self.ended.set()
+            raise
+
+    def __aiter__(self) -> WatchedReadStream:
+        return self
+
+    async def __anext__(self):
+        try:
+            return await self.receive()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
+
+    async def aclose(self) -> None:
+        self.ended.set()
+        await self._inner.aclose()
+
+    async def __aenter__(self) -> WatchedReadStream:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.aclose()
+
+
+@dataclass(slots=True)
+class OpenUpstream:
+    session: ClientSession
+    initialized: types.InitializeResult
+    ended: anyio.Event
+    pid: int | None = None
+
+
+def _stdio_parameters(spec: UpstreamSpec, pid_file: Path) -> StdioServerParameters:
+    return StdioServerParameters(command="/bin/sh", args=["-c", _RECORD_PID_AND_EXEC, str(pid_file), spec.command,
+                                                          *spec.args], env=dict(spec.env))
+
+
+def _read_pid(pid_file: Path) -> int | None:
+    try:
+        return int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+@asynccontextmanager
+async def open_upstream(spec: UpstreamSpec, pid_file: Path) -> AsyncIterator[OpenUpstream]:
+    """Start (stdio) or connect to (sse) the upstream and complete ``initialize``; on exit the
+    child's whole process group is stopped (the SDK closes stdin, then SIGTERM, then SIGKILL)."""
+    if spec.transport == "stdio":
+        pid_file.unlink(missing_ok=True)
+        transport = stdio_client(_stdio_parameters(spec, pid_file))
+    elif spec.transport == "sse":
+        transport = sse_client(spec.url, headers=dict(spec.headers), timeout=HTTP_TIMEOUT,
+                               sse_read_timeout=SSE_READ_TIMEOUT)
+    else:
+        raise ValueError(f"transport {spec.transport!r} is not bridged")
+    async with transport as (read_stream, write_stream):
+        watched = WatchedReadStream(read_stream)
+        async with ClientSession(watched, write_stream, client_info=CLIENT_INFO) as session:
+            try:
+                with anyio.fail_after(START_TIMEOUT):
+                    initialized = await session.initialize()
+            except MCPError as error:
+                if error.code != CONNECTION_CLOSED:
+                    raise
+                what = "the process exited" if spec.transport == "stdio" else "the SSE stream closed"
+                # The child's own complaint (command not found, a crash) is on the bridge's stderr.
+                raise UpstreamStartFailed(f"{what} before answering initialize") from None
+            pid = _read_pid(pid_file) if spec.transport == "stdio" else None
+            yield OpenUpstream(session, initialized, watched.ended, pid)

@@ -1,0 +1,67 @@
+"""A real stdio MCP server for tests, built with the `mcp` SDK's ``MCPServer``.
+
+Run as ``python -m tests.upstreams.stdio_server`` (it speaks JSON-RPC on stdin/stdout, like the
+servers people start with ``uvx …``). Tools ``echo``, ``add``, ``whoami`` (its own pid, so a test
+can tell a restarted process from the first one), ``env`` (the value of one environment
+variable, so a test can check what the bridge passed in) and ``header`` (one header of the HTTP
+request that carried the call; always empty on stdio); a prompt ``greet`` and a resource
+``mesh://motd``, so prompts and resources are bridged too.
+
+With the arguments ``sse PORT`` it serves the same tools over the legacy HTTP+SSE transport
+(2024-11-05) on 127.0.0.1:PORT, ``/sse`` and ``/messages/``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from mcp.server.mcpserver import Context, MCPServer
+
+
+def build() -> MCPServer:
+    server = MCPServer("stdio-upstream")
+
+    @server.tool()
+    def echo(text: str) -> str:
+        """Echo the text back."""
+        return text
+
+    @server.tool()
+    def add(a: int, b: int) -> int:
+        """Add two integers."""
+        return a + b
+
+    @server.tool()
+    def whoami() -> int:
+        """The process id of this server."""
+        return os.getpid()
+
+    @server.tool()
+    def env(name: str) -> str:
+        """The value of one environment variable ('' when unset)."""
+        return os.environ.get(name, "")
+
+    @server.tool()
+    def header(name: str, ctx: Context) -> str:
+        """One header of the HTTP request that carried this call ('' when absent or on stdio)."""
+        return (ctx.headers or {}).get(name.lower(), "")
+
+    @server.prompt()
+    def greet(name: str) -> str:
+        """A greeting for someone."""
+        return f"Hello, {name}!"
+
+    @server.resource("mesh://motd")
+    def motd() -> str:
+        """The message of the day."""
+        return "bridged resources work"
+
+    return server
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["sse"]:
+        build().run(transport="sse", host="127.0.0.1", port=int(sys.argv[2]))
+    else:
+        build().run()
