@@ -12,6 +12,8 @@ import sys
 
 import pytest
 
+from tests.conftest import unavailable
+
 from tests.support import ROOT
 
 pytestmark = pytest.mark.e2e
@@ -24,7 +26,7 @@ TINY = ["--levels", "8", "--seconds", "1", "--rounds", "1", "--rate", "100", "--
 @pytest.fixture(scope="module")
 def result(tmp_path_factory, redis_url):
     if shutil.which("wrk") is None:
-        pytest.skip("wrk is not installed (`make bench` installs it)")
+        unavailable("wrk (`make bench` installs it)")
     out = tmp_path_factory.mktemp("bench")
     done = subprocess.run([sys.executable, "-m", "bench", *TINY, "--out", str(out)], cwd=ROOT, capture_output=True,
                           text=True, timeout=90, env={**os.environ, "MESH_BENCH_REDIS_URL": redis_url})
