@@ -7,8 +7,10 @@ install:
 up: install
 	.venv/bin/mesh up
 
+# The suite includes the benchmark's smoke test, so it needs what `make bench` needs.
 test: install
 	@./scripts/install-test-upstreams
+	@./bench/install
 	.venv/bin/python -m pytest $(PYTEST_ARGS)
 
 # The benchmark harness (README, "Performance"): installs the `bench` extra and wrk, then runs it

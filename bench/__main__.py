@@ -35,6 +35,8 @@ def parse_args(argv=None) -> tuple[Config, Path]:
     parser.add_argument("--no-pin", dest="pin", action="store_false", help="let the scheduler place every process")
     parser.add_argument("--no-mitmdump", dest="mitmdump", action="store_false", help="skip the mitmdump reference")
     parser.add_argument("--profile", choices=("on-miss", "always", "never"), default=defaults.profile)
+    parser.add_argument("--policy-scale", type=int, default=defaults.policy_scale,
+                        help="largest multiple of the issue's snapshot sizes for the policy evaluator (0: skip)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="directory for the JSON and the PNG")
     args = parser.parse_args(argv)
     config = Config(levels=tuple(int(x) for x in args.levels.split(",")), seconds=args.seconds, rounds=args.rounds,
@@ -42,7 +44,7 @@ def parse_args(argv=None) -> tuple[Config, Path]:
                     scale_levels=tuple(int(x) for x in args.scale_levels.split(",")),
                     scale_seconds=args.scale_seconds, scale_rounds=args.scale_rounds,
                     propagation_changes=args.propagation_changes, pin=args.pin, mitmdump=args.mitmdump,
-                    profile=args.profile)
+                    profile=args.profile, policy_scale=args.policy_scale)
     if 8 not in config.levels:
         parser.error("--levels must include 8: the throughput target is judged there")
     return config, args.out

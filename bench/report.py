@@ -98,6 +98,12 @@ def table(result: dict) -> str:
                  f"(lean master {chain['dispatch_lean_us']:.0f} µs, with chain {chain['dispatch_gateway_us']:.0f} µs); "
                  f"the same addons as separate mitmproxy addons (how the chain ran before AddonChain): "
                  f"{chain['separate_addons_chain_us']:.0f} µs")
+    if result.get("policy_scale"):
+        from bench.policy_scale import table
+
+        lines.append("")
+        lines.append("policy evaluator and snapshot memory (one org; decide = one tools/call decision):")
+        lines.extend("  " + line for line in table(result["policy_scale"]).splitlines())
     lines.append("")
     lines.append("targets:")
     for name, t in result["targets"].items():

@@ -53,6 +53,9 @@ class Config:
     scale_rounds: int = 2
     scale_processes: int = 2
     propagation_changes: int = 100
+    # the policy evaluator at the issue's sizes (1: 1,000 connections, 10,000 keys, 100 roles) and
+    # ten times them; 0 skips it
+    policy_scale: int = 10
     pin: bool = True
     mitmdump: bool = True
     profile: str = "on-miss"  # "on-miss", "always" or "never"
@@ -264,6 +267,19 @@ class BenchRun:
         self.result["chain_cost"] = measure_chain_cost(self.config.redis_url, self.gateway.prefix,
                                                        seeded.connection_id, seeded.api_key)
 
+    def policy_scale(self) -> None:
+        if not self.config.policy_scale:
+            return
+        from bench.policy_scale import BASE, measure
+
+        self.clock.next("policy_scale", "the policy evaluator and snapshot memory at 1x and 10x sizes ...")
+        m = self.config.policy_scale
+        # 1x; keys and connections x10 with the same roles (a decision must not grow with them);
+        # everything x10
+        scales = ((1, 1), (m, 1), (m, m)) if m > 1 else ((1, 1),)
+        self.result["policy_scale"] = [
+            measure(BASE["connections"] * s, BASE["api_keys"] * s, BASE["roles"] * r) for s, r in scales]
+
     def profile(self) -> None:
         """py-spy on the gateway and, for comparison, on the lean master, each at concurrency 8,
         pinned as in the closed loop."""
@@ -304,6 +320,7 @@ def run(config: Config, say=print) -> dict:
                 harness.scale_out()
                 harness.propagation()
                 harness.chain_cost()
+                harness.policy_scale()
                 harness.profile()
             finally:
                 harness.stop()

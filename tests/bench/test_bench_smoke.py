@@ -20,7 +20,7 @@ pytestmark = pytest.mark.e2e
 
 TINY = ["--levels", "8", "--seconds", "1", "--rounds", "1", "--rate", "100", "--rate-seconds", "0.5",
         "--rate-rounds", "1", "--scale-levels", "8", "--scale-seconds", "1", "--scale-rounds", "1",
-        "--propagation-changes", "6", "--profile", "never", "--no-mitmdump"]
+        "--propagation-changes", "6", "--profile", "never", "--no-mitmdump", "--policy-scale", "1"]
 
 
 @pytest.fixture(scope="module")
@@ -85,3 +85,11 @@ def test_verdicts_and_table_are_printed(result):
     assert set(doc["targets"]) == {"throughput_c8_vs_lean", "added_p50_fixed_rate_ms", "propagation_p99_ms"}
     assert all(isinstance(t["met"], bool) for t in doc["targets"].values())
     assert "closed loop, concurrency 8" in stdout and "policy propagation" in stdout and "targets:" in stdout
+
+
+def test_the_policy_evaluator_and_snapshot_memory_are_reported(result):
+    doc, stdout = result
+    row, = doc["policy_scale"]
+    assert (row["connections"], row["api_keys"], row["roles"]) == (1000, 10000, 100)
+    assert row["policy_decision_ns"] > 0 and row["memory_mb"] > 0
+    assert "policy evaluator and snapshot memory" in stdout
