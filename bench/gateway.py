@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -54,6 +55,22 @@ def wait_for_snapshot(port: int, connections: int, child: Child, timeout: float 
             return
         time.sleep(0.05)
     raise RuntimeError(f"the data plane on {port} did not load the snapshots: {health(port)}\n{child.log_tail()}")
+
+
+LOADED = re.compile(r"following snapshots in Redis \(.*'connections': (\d+)")
+
+
+def wait_for_loaded_log(child: Child, connections: int, timeout: float = 30.0) -> None:
+    """Until ``child`` (a data plane process) logs that it holds at least ``connections`` routes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not child.alive():
+            raise RuntimeError(f"{child.name} exited:\n{child.log_tail()}")
+        text = child.log_path.read_text(errors="replace") if child.log_path.exists() else ""
+        if any(int(m.group(1)) >= connections for m in LOADED.finditer(text)):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"{child.name} did not load the snapshots:\n{child.log_tail()}")
 
 
 class Gateway:
@@ -106,7 +123,9 @@ class Gateway:
         for child in children:
             child.wait_for_port(port)
         for child in children:
-            wait_for_snapshot(port, self.seeded.connections, child)
+            # Not /health on the shared port: SO_REUSEPORT may hand that to a sibling that is
+            # already loaded. Each process says in its own log when it has loaded the snapshots.
+            wait_for_loaded_log(child, self.seeded.connections)
         return port, children
 
     def stop(self) -> None:
