@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import shlex
 
-from control_plane.models import Connection, Organization, db, new_id
-from control_plane.services import audit, commit_and_publish, org_changed
+from control_plane.models import Connection, Organization, new_id
 from control_plane.services.actors import OPERATOR, Actor, require
-from control_plane.services.connections import validate_upstream_url
+from control_plane.services.connections import save_new_connection, validate_upstream_url
 from control_plane.services.errors import Forbidden, InvalidInput
-from control_plane.services.secrets import stage_secrets
 from shared.credentials import field_kind
 
 MAX_COMMAND = 1024
@@ -56,20 +54,6 @@ def _check_stdio(command: str, args: list[str]) -> None:
         raise InvalidInput(f"a stdio command takes at most {MAX_ARGS} arguments of at most {MAX_ARG} characters")
 
 
-def _add(org: Organization, connection: Connection, secrets: dict[str, str], actor: Actor) -> Connection:
-    db.session.add(connection)
-    db.session.flush()
-    try:
-        stage_secrets(connection, secrets)  # sealed, bound to this connection's id
-    except Exception:
-        db.session.rollback()
-        raise
-    org_changed(org.id)
-    audit.record(actor, "connection.create", org_id=org.id, target=connection)
-    commit_and_publish(org.id)
-    return connection
-
-
 def create_stdio_connection(org: Organization, name: str, command: str, args: list[str] | None = None,
                             secrets: dict[str, str] | None = None, *, actor: Actor = OPERATOR) -> Connection:
     """A connection whose upstream is ``command args…`` run by the bridge, speaking MCP on stdio.
@@ -85,8 +69,9 @@ def create_stdio_connection(org: Organization, name: str, command: str, args: li
         raise InvalidInput(f"a stdio connection takes at most {MAX_ENV} environment variables")
     args = list(args or [])
     _check_stdio(command, args)
-    return _add(org, Connection(id=new_id("conn"), org_id=org.id, name=_check_name(name), url="", transport="stdio",
-                                status="active", command=command, args=args), secrets, actor)
+    connection = Connection(id=new_id("conn"), org_id=org.id, name=_check_name(name), url="", transport="stdio",
+                            status="active", command=command, args=args)
+    return save_new_connection(org, connection, secrets, actor)
 
 
 def create_sse_connection(org: Organization, name: str, url: str, secrets: dict[str, str] | None = None, *,
@@ -97,5 +82,6 @@ def create_sse_connection(org: Organization, name: str, url: str, secrets: dict[
     secrets = dict(secrets or {})
     if any(field_kind(f)[0] == "env" for f in secrets):
         raise InvalidInput("environment values (--env) are for stdio connections")
-    return _add(org, Connection(id=new_id("conn"), org_id=org.id, name=_check_name(name),
-                                url=validate_upstream_url(url), transport="sse", status="active"), secrets, actor)
+    connection = Connection(id=new_id("conn"), org_id=org.id, name=_check_name(name), url=validate_upstream_url(url),
+                            transport="sse", status="active")
+    return save_new_connection(org, connection, secrets, actor)

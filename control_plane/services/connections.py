@@ -12,7 +12,7 @@ from control_plane.models import Connection, Organization, db, new_id, utcnow
 from control_plane.services import audit, commit_and_publish, org_changed
 from control_plane.services.actors import OPERATOR, Actor, require
 from control_plane.services.errors import InvalidInput, NotFound
-from control_plane.services.secrets import clear_headers, credential_fields, stage_secrets
+from control_plane.services.secrets import clear_headers, credential_fields, set_secrets, stage_secrets
 
 TRANSPORTS = ("http",)
 
@@ -57,10 +57,17 @@ def create_connection(org: Organization, name: str, url: str, headers: dict[str,
     # The id is chosen here because the secrets' envelopes are bound to it.
     connection = Connection(id=new_id("conn"), org_id=org.id, name=name, url=validate_upstream_url(url),
                             transport=transport, status="active")
+    return save_new_connection(org, connection, {**credential_fields(headers=headers), **(secrets or {})}, actor)
+
+
+def save_new_connection(org: Organization, connection: Connection, secrets: dict[str, str],
+                        actor: Actor) -> Connection:
+    """Store a new connection of any transport with its secrets, sealed and bound to its id, in one
+    transaction with its audit row; then publish the org."""
     db.session.add(connection)
     db.session.flush()
     try:
-        stage_secrets(connection, {**credential_fields(headers=headers), **(secrets or {})})
+        stage_secrets(connection, secrets)
     except Exception:
         db.session.rollback()
         raise
@@ -175,18 +182,6 @@ def configure_connection(org: Organization, connection_id: str, *, bearer: str |
                          remove: tuple[str, ...] = (), actor: Actor = OPERATOR) -> Connection:
     """Set (or ``remove``) the credentials the gateway adds when calling this upstream: sealed
     into the vault, write-only from here on."""
-    require(actor, org, "connections.write")
-    connection = get_connection(org, connection_id)
-    fields = credential_fields(bearer=bearer, basic=basic, headers=headers)
-    if not fields and not remove:
-        raise InvalidInput("nothing to configure: give a credential to set or one to remove")
-    before = audit.describe(connection)
-    try:
-        stage_secrets(connection, fields, remove)
-    except Exception:
-        db.session.rollback()
-        raise
-    org_changed(org.id)
-    audit.record(actor, "connection.configure", org_id=org.id, target=connection, before=before)
-    commit_and_publish(org.id)
+    connection = get_connection(org, connection_id, actor=actor)
+    set_secrets(org, connection, credential_fields(bearer=bearer, basic=basic, headers=headers), remove, actor=actor)
     return connection

@@ -145,7 +145,7 @@ def set_secrets(org: Organization, connection: Connection, secrets: dict[str, st
     if connection.org_id != org.id:
         raise NotFound(f"no connection {connection.id!r} in {org.slug}")
     if not secrets and not remove:
-        raise InvalidInput("nothing to change: give a secret to set or one to --remove")
+        raise InvalidInput("nothing to change: give a secret to set or one to remove")
     before = audit.describe(connection)
     try:
         stage_secrets(connection, secrets, remove)

@@ -121,3 +121,27 @@ async def test_another_orgs_key_cannot_reach_this_org_through_any_tool(gateway):
                  "API_KEY_LIST"):
         result = await call(gateway, stranger, name, org_id=default_org)
         assert result.is_error and "no such organization" in result.content[0].text, name
+
+
+async def test_connection_configure_seals_credentials_that_then_reach_the_upstream(gateway, upstream):
+    owner = gateway.first_run_key
+    conn = (await call(gateway, owner, "COLLECTION_CONNECTIONS_CREATE", name="configured", url=upstream.url)
+            ).structured_content
+    done = await call(gateway, owner, "CONNECTION_CONFIGURE", connection_id=conn["id"],
+                      headers={"X-Configured": "cfg-secret-98765"})
+    assert not done.is_error, done.content[0].text
+    assert "header:X-Configured" in done.structured_content["credentials"]
+    assert "cfg-secret-98765" not in json.dumps(done.structured_content)
+    nothing = await call(gateway, owner, "CONNECTION_CONFIGURE", connection_id=conn["id"])
+    assert nothing.is_error and "nothing to change" in nothing.content[0].text
+
+    import anyio
+
+    for _ in range(40):  # the data plane learns of the change within a second
+        async with mcp_client(gateway.mcp_url(conn["id"]), owner) as client:
+            await client.list_tools()
+        if any(r["headers"].get("x-configured") == "cfg-secret-98765" for r in upstream.requests()):
+            break
+        await anyio.sleep(0.05)
+    else:
+        raise AssertionError("the configured header never reached the upstream")
