@@ -142,3 +142,15 @@ def test_health_metrics_and_control_plane_paths_share_the_front_door(gateway):
     control = httpx2.get(gateway.base + "/api/health").json()
     assert control == {"plane": "control", "status": "ok"}
     assert "MCP Mesh" in httpx2.get(gateway.base + "/").text
+
+
+def test_a_keys_last_use_reaches_the_control_plane(gateway, connection_id):
+    created = gateway.mesh("keys", "create", "--name", "used-once")
+    never = next(k for k in gateway.mesh("keys", "list") if k["id"] == created["id"])
+    assert never["last_used_at"] is None
+    wait_for(lambda: post(gateway, connection_id, rpc("tools/list"), key=created["key"]).status_code == 200,
+             timeout=2, what="the new key to be known")
+    # The data plane notes uses in memory and reports them to Redis every few seconds.
+    used = wait_for(lambda: next(k for k in gateway.mesh("keys", "list") if k["id"] == created["id"])["last_used_at"],
+                    timeout=15, interval=0.5, what="the key's last use to be reported")
+    assert used
