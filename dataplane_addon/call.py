@@ -3,7 +3,6 @@ way they answer a client themselves."""
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 
@@ -25,7 +24,6 @@ class McpCall:
     lists: dict = field(default_factory=dict)  # request id -> */list method, answers to filter
     timed_out: bool = False
     timer: object | None = None  # the pending upstream timeout (asyncio.TimerHandle)
-    messages_out: int = 0  # JSON-RPC messages seen in the answer
     started: float = field(default_factory=time.perf_counter)
 
     @property
@@ -43,10 +41,6 @@ def undecided_call(flow) -> McpCall | None:
     if flow.response or flow.error or not flow.live:
         return None
     return flow.metadata.get(CALL)
-
-
-def json_answer(status: int, doc: dict, headers: dict[str, str] | None = None) -> http.Response:
-    return http.Response.make(status, json.dumps(doc).encode(), {"Content-Type": "application/json", **(headers or {})})
 
 
 def rpc_answer(status: int, code: int, message: str, request_id=None, headers: dict[str, str] | None = None) -> http.Response:

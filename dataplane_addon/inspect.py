@@ -1,7 +1,7 @@
 """Inspect: every JSON-RPC message an upstream sends back, in a JSON body (here) or in an event
 stream (``stream.EventRelay``), goes through ``inspect_message``: answers to ``tools/list``,
 ``prompts/list``, ``resources/list`` and ``resources/templates/list`` keep only what the caller's
-policy allows, and each message is counted for the call's record.
+policy allows.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from shared.policy import filter_listing
 
 def inspect_message(call: McpCall, message: Any) -> Any:
     """The message as the caller may see it (the same object when nothing changes)."""
-    call.messages_out += 1
     if isinstance(message, dict) and "result" in message and call.lists:
         method = call.lists.get(message.get("id"))
         if method is not None:

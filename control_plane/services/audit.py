@@ -49,8 +49,3 @@ def record(actor: Actor, action: str, *, org_id: str | None, target: Any = None,
         before=before,
         after=None if deleted else describe(target),
     ))
-
-
-def list_entries(org_id: str, limit: int = 100) -> list[AdminAudit]:
-    return list(db.session.scalars(sa.select(AdminAudit).where(AdminAudit.org_id == org_id)
-                                   .order_by(AdminAudit.created_at.desc()).limit(limit)))

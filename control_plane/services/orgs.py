@@ -69,12 +69,6 @@ def create_org(name: str, owner: User, slug: str | None = None, *, actor: Actor 
     return org
 
 
-def get_org(ref: str, *, actor: Actor = OPERATOR) -> Organization:
-    org = find_org(ref)
-    require(actor, org)
-    return org
-
-
 def update_org(org: Organization, *, name: str | None = None, slug: str | None = None,
                actor: Actor = OPERATOR) -> Organization:
     require(actor, org, "org.update")
