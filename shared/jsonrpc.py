@@ -1,7 +1,15 @@
 """The one JSON-RPC parser of MCP Mesh, and the error bodies the gateway answers with.
 
 The data plane parses every MCP body exactly once, here, and later addons read the result from
-the flow. Decisions are only ever taken on what this module returns, never on headers.
+the flow. Decisions are only ever taken on what this module returns, never on headers, and what
+the upstream receives is this module's canonical re-serialization of the very object decided on
+(``Body.canonical``), never the caller's bytes.
+
+The parser is strict where JSON decoders disagree, so no upstream can read a message otherwise
+than the gateway did: duplicate keys (Python keeps the last, others the first), keys that collide
+when case-folded (Go's ``encoding/json`` matches field names case-insensitively, so
+``{"method":"ping","Method":"tools/call"}`` is ``tools/call`` there), ``NaN`` / ``Infinity`` and
+numbers too large for a double, lone UTF-16 surrogates and nesting too deep to parse are refused.
 
 The error codes are the MCP SDK's own constants (``mcp_types``), so clients see the numbers the
 protocol defines.
@@ -10,6 +18,7 @@ protocol defines.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +47,7 @@ __all__ = [
     "UNAUTHORIZED",
     "UPSTREAM_TIMEOUT",
     "UPSTREAM_UNAVAILABLE",
+    "Body",
     "JsonRpcError",
     "Message",
     "error_body",
@@ -102,21 +112,94 @@ def _message(obj: Any) -> Message:
     raise JsonRpcError(INVALID_REQUEST, "Invalid Request: neither a request nor a response", request_id)
 
 
-def parse_body(body: bytes) -> list[Message]:
-    """Parse an HTTP body into its JSON-RPC messages (a batch gives several).
+@dataclass(frozen=True, slots=True)
+class Body:
+    """An HTTP body as the gateway read it: its messages (several for a batch) and the bytes that
+    go upstream instead of the caller's (compact UTF-8 JSON of exactly what was parsed)."""
 
-    Raises ``JsonRpcError`` with ``PARSE_ERROR`` for bytes that are not JSON and
-    ``INVALID_REQUEST`` for JSON that is not JSON-RPC 2.0.
-    """
+    messages: list[Message]
+    canonical: bytes
+
+
+TOO_DEEP = "Parse error: the JSON is nested too deeply"
+
+
+class _Refused(ValueError):
+    """Raised inside the decoder's hooks; becomes a JsonRpcError."""
+
+    def __init__(self, code: int, message: str):
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+def _strict_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise _Refused(INVALID_REQUEST, "Invalid Request: an object has the same key twice")
+    if len({key.casefold() for key in obj}) != len(obj):
+        raise _Refused(INVALID_REQUEST, "Invalid Request: an object has keys that differ only in letter case")
+    return obj
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise _Refused(PARSE_ERROR, "Parse error: a number is too large")
+    return value
+
+
+def _no_constant(name: str):
+    raise _Refused(PARSE_ERROR, f"Parse error: {name} is not JSON")
+
+
+_STRICT = json.JSONDecoder(object_pairs_hook=_strict_object, parse_float=_finite_float, parse_constant=_no_constant)
+
+
+def loads_strict(data: bytes | str) -> Any:
+    """JSON as every decoder reads it alike, or ``JsonRpcError`` (-32700 for what is not JSON,
+    -32600 for duplicate or case-colliding keys)."""
     try:
-        obj = json.loads(body)
+        text = data.decode("utf-8") if isinstance(data, (bytes, bytearray)) else data
+        return _STRICT.decode(text)
+    except _Refused as refusal:
+        raise JsonRpcError(refusal.code, refusal.message) from None
+    except RecursionError:
+        raise JsonRpcError(PARSE_ERROR, TOO_DEEP) from None
     except (ValueError, UnicodeDecodeError):
         raise JsonRpcError(PARSE_ERROR, "Parse error: the body is not valid JSON") from None
+
+
+def dumps_canonical(obj: Any) -> bytes:
+    """Compact UTF-8 JSON. Refuses (-32700) what cannot be written as UTF-8: a lone surrogate
+    (``"\\ud800"``), which decoders would each replace or keep in their own way."""
+    try:
+        return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    except UnicodeEncodeError:
+        raise JsonRpcError(PARSE_ERROR, "Parse error: a string holds a lone UTF-16 surrogate") from None
+    except RecursionError:
+        raise JsonRpcError(PARSE_ERROR, TOO_DEEP) from None
+
+
+def parse_body(body: bytes) -> Body:
+    """Parse an HTTP body into its JSON-RPC messages (a batch gives several) and their canonical
+    bytes.
+
+    Raises ``JsonRpcError`` with ``PARSE_ERROR`` for bytes that are not JSON (or JSON that
+    decoders read differently) and ``INVALID_REQUEST`` for JSON that is not JSON-RPC 2.0, for
+    ambiguous keys, and for a batch in which two requests share an id (their answers could not be
+    told apart, nor filtered for the right request).
+    """
+    obj = loads_strict(body)
     if isinstance(obj, list):
         if not obj:
             raise JsonRpcError(INVALID_REQUEST, "Invalid Request: empty batch")
-        return [_message(item) for item in obj]
-    return [_message(obj)]
+        messages = [_message(item) for item in obj]
+        ids = [m.id for m in messages if m.kind == "request"]
+        if len(ids) != len({(type(i), i) for i in ids}):
+            raise JsonRpcError(INVALID_REQUEST, "Invalid Request: two requests in the batch share an id")
+    else:
+        messages = [_message(obj)]
+    return Body(messages, dumps_canonical(obj))
 
 
 def error_body(code: int, message: str, request_id: RequestId = None, data: Any = None) -> bytes:

@@ -46,7 +46,7 @@ def call_through(injector: CredentialInjector, store: SnapshotStore, connection_
     flow.request.headers["Cookie"] = "session=caller"
     flow.request.content = b'{"jsonrpc":"2.0","id":7,"method":"tools/list"}'
     flow.metadata[CALL] = McpCall(connection_id, upstream=store.upstream(connection_id),
-                                  messages=parse_body(flow.request.content))
+                                  messages=parse_body(flow.request.content).messages)
     injector.request(flow)
     return flow
 
