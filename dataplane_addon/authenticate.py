@@ -1,8 +1,9 @@
 """Authenticate: an MCP call needs ``Authorization: Bearer <API key>``; the key's hash must be
 in a snapshot. Otherwise 401 with a JSON-RPC error and a ``WWW-Authenticate`` challenge.
 
-Authentication comes before the connection is looked up, so a caller without a valid key learns
-nothing about which connections exist."""
+Authentication happens on the request's headers, before its body is read (a caller without a
+valid key cannot make the gateway hold a large body), and before the connection is looked up, so
+a caller without a valid key learns nothing about which connections exist."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ class Authenticator:
     def __init__(self, store: SnapshotStore) -> None:
         self.store = store
 
-    def request(self, flow: http.HTTPFlow) -> None:
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
         call = undecided_call(flow)
         if call is None:
             return

@@ -6,10 +6,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from mitmproxy import http
+from mitmproxy import ctx, http
 
 from dataplane_addon.snapshot_store import Principal, Upstream
-from shared.jsonrpc import Message, error_body
+from shared.jsonrpc import INTERNAL_ERROR, Message, error_body
 
 CALL = "mesh.call"
 LOCAL = "mesh.local"
@@ -23,8 +23,15 @@ class McpCall:
     messages: list[Message] = field(default_factory=list)
     lists: dict = field(default_factory=dict)  # request id -> */list method, answers to filter
     timed_out: bool = False
+    failed: str | None = None  # why the upstream's answer must not go out (it could not be checked)
+    refused_address: str | None = None  # why the upstream's address was refused at connect time
     timer: object | None = None  # the pending upstream timeout (asyncio.TimerHandle)
     started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def request_ids(self) -> set:
+        """The ids of this call's requests (answers carrying any other id were not asked for)."""
+        return {(type(m.id), m.id) for m in self.messages if m.kind == "request"}
 
     @property
     def request_id(self):
@@ -47,3 +54,20 @@ def rpc_answer(status: int, code: int, message: str, request_id=None, headers: d
     """A JSON-RPC error as the HTTP answer. ``message`` is shown to the client: no secrets."""
     return http.Response.make(status, error_body(code, message, request_id),
                               {"Content-Type": "application/json", **(headers or {})})
+
+
+def unchecked_answer(call: McpCall, reason: str) -> http.Response:
+    """The answer in place of an upstream's that the gateway could not check."""
+    name = call.upstream.name if call.upstream else call.connection_id
+    return rpc_answer(502, INTERNAL_ERROR, f"Bad gateway: the answer of connection {name!r} was withheld: {reason}",
+                      call.request_id)
+
+
+def close_upstream(flow) -> None:
+    """Close the flow's connection to its upstream now. mitmproxy then ends the flow with a
+    protocol error, which ``protocol_errors`` answers with a JSON-RPC error while nothing of the
+    upstream's answer has reached the client."""
+    proxyserver = ctx.master.addons.get("proxyserver")
+    handler = proxyserver.connections.get(flow.client_conn.id) if proxyserver is not None else None
+    if handler is not None and flow.server_conn in handler.transports:
+        handler.close_connection(flow.server_conn)

@@ -1,6 +1,7 @@
 """Resolve: the connection named in the path, looked up in the caller's own org. A connection of
 another org gets the very answer an unknown one gets (404), so orgs cannot probe each other.
-This runs before the body is parsed: what a caller may not reach, it learns nothing about."""
+This runs on the request's headers, before the body is read or parsed: what a caller may not
+reach, it learns nothing about."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ class ConnectionResolver:
     def __init__(self, store: SnapshotStore) -> None:
         self.store = store
 
-    def request(self, flow: http.HTTPFlow) -> None:
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
         call = undecided_call(flow)
         if call is None:
             return

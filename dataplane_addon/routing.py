@@ -1,7 +1,9 @@
-"""Route: decide what each request is, before anything else looks at it.
+"""Route: decide what each request is, as soon as its headers are in, before anything else looks
+at it (and before its body is read).
 
 - ``/mcp/<connection id>``: an MCP call, marked with ``McpCall`` for the addons after this one.
-- ``/health``, ``/metrics``: answered by the data plane itself (``local_endpoints``).
+  Only POST, GET and DELETE; a header the gateway decides on may appear once.
+- ``/health``, ``/metrics``: answered by the data plane itself (``record.LocalEndpoints``).
 - anything else (``/api``, ``/.well-known``, the UI, the management endpoint ``/mcp``): the
   control plane's Flask app on its internal port.
 """
@@ -10,14 +12,16 @@ from __future__ import annotations
 
 from mitmproxy import ctx, http
 
-from mitmproxy.utils import human
-
 from dataplane_addon.call import CALL, LOCAL, McpCall, rpc_answer
 from shared.jsonrpc import INVALID_REQUEST, NOT_FOUND
 
 MCP_PREFIX = "/mcp/"
 LOCAL_PATHS = frozenset({"/health", "/metrics"})
 MCP_METHODS = frozenset({"POST", "GET", "DELETE"})
+# Request headers the gateway reads (or rewrites) before forwarding: a second copy could be read
+# by the upstream instead of the one decided on, so a request carrying one twice is refused.
+SINGLE_HEADERS = ("Content-Type", "Content-Encoding", "Content-Length", "Transfer-Encoding", "Mcp-Session-Id",
+                  "MCP-Protocol-Version", "Mcp-Method", "Mcp-Name", "Last-Event-ID", "traceparent")
 
 
 def parse_control_plane(spec: str) -> tuple[str, int]:
@@ -32,20 +36,21 @@ def not_found() -> http.Response:
     return rpc_answer(404, NOT_FOUND, "Not found: no such connection")
 
 
-def too_large() -> http.Response:
-    return rpc_answer(413, INVALID_REQUEST, "Payload too large: the body exceeds the gateway's limit")
+def repeated_header(headers: http.Headers) -> str | None:
+    """The first of ``SINGLE_HEADERS`` that appears more than once, if any."""
+    for name in SINGLE_HEADERS:
+        if len(headers.get_all(name)) > 1:
+            return name
+    return None
 
 
 class Router:
     def __init__(self) -> None:
         self.control_plane = ("127.0.0.1", 3001)
-        self.max_body = 4 * 1024 * 1024
 
     def load(self, loader) -> None:
         loader.add_option("mesh_control_plane", str, "127.0.0.1:3001",
                           "HOST:PORT of the control plane's Flask app; every non-MCP path goes there.")
-        loader.add_option("mesh_max_request_body", str, "4m",
-                          "Largest MCP request body accepted (e.g. 4m, 512k); larger ones get 413.")
 
     def configure(self, updated) -> None:
         from mitmproxy.exceptions import OptionsError
@@ -55,13 +60,8 @@ class Router:
                 self.control_plane = parse_control_plane(ctx.options.mesh_control_plane)
             except ValueError as exc:
                 raise OptionsError(f"mesh_control_plane: {exc}") from None
-        if "mesh_max_request_body" in updated:
-            try:
-                self.max_body = human.parse_size(ctx.options.mesh_max_request_body)
-            except ValueError as exc:
-                raise OptionsError(f"mesh_max_request_body: {exc}") from None
 
-    def request(self, flow: http.HTTPFlow) -> None:
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live:
             return
         request = flow.request
@@ -73,8 +73,9 @@ class Router:
             elif request.method not in MCP_METHODS:
                 flow.response = rpc_answer(405, INVALID_REQUEST, f"Method {request.method} is not allowed here",
                                            headers={"Allow": "POST, GET, DELETE"})
-            elif self.max_body is not None and len(request.raw_content or b"") > self.max_body:
-                flow.response = too_large()
+            elif (repeated := repeated_header(request.headers)) is not None:
+                flow.response = rpc_answer(400, INVALID_REQUEST, f"Bad request: the {repeated} header appears "
+                                                                 "more than once")
             else:
                 flow.metadata[CALL] = McpCall(connection_id)
         elif path in LOCAL_PATHS:

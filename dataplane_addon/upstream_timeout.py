@@ -10,7 +10,7 @@ import asyncio
 
 from mitmproxy import ctx, http
 
-from dataplane_addon.call import CALL, undecided_call
+from dataplane_addon.call import CALL, close_upstream, undecided_call
 
 
 class UpstreamTimeout:
@@ -50,8 +50,4 @@ class UpstreamTimeout:
         if flow.response is not None or not flow.live or call is None:
             return
         call.timed_out = True
-        # Closing the server connection makes mitmproxy's HTTP layer fail the stream, and
-        # protocol_errors turns that into our 504.
-        handler = ctx.master.addons.get("proxyserver").connections.get(flow.client_conn.id)
-        if handler is not None and flow.server_conn in handler.transports:
-            handler.close_connection(flow.server_conn)
+        close_upstream(flow)  # protocol_errors answers 504

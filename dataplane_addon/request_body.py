@@ -1,0 +1,138 @@
+"""Request bodies: what may come, how much of it and how fast, decided on the request's headers
+before a byte of the body is read.
+
+- An MCP POST carries JSON: ``Content-Type: application/json`` (any letter case, parameters
+  allowed) and no ``Content-Encoding``. The gateway decides on the bytes it parsed and forwards
+  exactly those, so it decodes no request encoding at all (mitmproxy's decoder falls back to
+  Python codecs such as ``quopri``: deciding on a decoded body and forwarding the raw one let a
+  denied call through). Either refusal is 415 with a JSON-RPC error.
+- An MCP GET or DELETE carries no body (400): a body there would reach the upstream undecided.
+- Every proxied request (MCP calls and control-plane paths): a ``Content-Length`` over
+  ``mesh_max_request_body`` is answered 413 at once; a body without a length is cut off with 413
+  as soon as it grows past the limit (``protocol_errors`` enforces ``BODY_LIMIT`` while mitmproxy
+  reads); and the whole body must arrive within ``mesh_body_read_timeout`` seconds, else the
+  client's connection is closed.
+
+An answer given here goes out without the body being read (``protocol_errors``), so a caller
+cannot make the gateway hold a large body it will refuse anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from mitmproxy import ctx, http
+from mitmproxy.utils import human
+
+from dataplane_addon.call import CALL, LOCAL, rpc_answer
+from shared.jsonrpc import INVALID_REQUEST
+
+log = logging.getLogger(__name__)
+
+BODY_LIMIT = "mesh.body_limit"  # flow.metadata: the most body bytes protocol_errors lets mitmproxy read
+_DEADLINE = "mesh.body_deadline"
+JSON = "application/json"
+
+
+def too_large() -> http.Response:
+    return rpc_answer(413, INVALID_REQUEST, "Payload too large: the body exceeds the gateway's limit")
+
+
+def has_body(request: http.Request) -> bool:
+    length = request.headers.get("Content-Length")
+    return "Transfer-Encoding" in request.headers or (length is not None and length.strip() != "0")
+
+
+def media_type(value: str | None) -> str:
+    return (value or "").partition(";")[0].strip().lower()
+
+
+def refusal(request: http.Request) -> http.Response | None:
+    """Why an MCP request's body is refused before it is read, as the answer; None if it is not."""
+    if request.method in ("GET", "DELETE"):
+        if has_body(request):
+            return rpc_answer(400, INVALID_REQUEST, f"Bad request: an MCP {request.method} carries no body")
+        return None
+    encoding = request.headers.get("Content-Encoding")
+    if encoding is not None and encoding.strip().lower() != "identity":
+        return rpc_answer(415, INVALID_REQUEST, "Unsupported Media Type: the gateway does not accept "
+                          f"Content-Encoding {encoding.strip()!r}; send the body uncompressed",
+                          headers={"Accept-Encoding": "identity"})
+    if media_type(request.headers.get("Content-Type")) != JSON:
+        return rpc_answer(415, INVALID_REQUEST, "Unsupported Media Type: an MCP POST must carry "
+                          "'Content-Type: application/json'")
+    return None
+
+
+def announced_too_large(request: http.Request, limit: int | None) -> bool:
+    length = request.headers.get("Content-Length", "")
+    return limit is not None and length.strip().isdigit() and int(length) > limit
+
+
+class RequestBodyGuard:
+    def __init__(self) -> None:
+        self.max_body: int | None = 4 * 1024 * 1024
+        self.read_timeout = 30.0
+
+    def load(self, loader) -> None:
+        loader.add_option("mesh_max_request_body", str, "4m",
+                          "Largest request body accepted (e.g. 4m, 512k); larger ones get 413.")
+        loader.add_option("mesh_body_read_timeout", float, 30.0,
+                          "Seconds a client may take to send a request body; then its connection is closed.")
+
+    def configure(self, updated) -> None:
+        from mitmproxy.exceptions import OptionsError
+
+        if "mesh_max_request_body" in updated:
+            try:
+                self.max_body = human.parse_size(ctx.options.mesh_max_request_body)
+            except ValueError as exc:
+                raise OptionsError(f"mesh_max_request_body: {exc}") from None
+        if "mesh_body_read_timeout" in updated:
+            if ctx.options.mesh_body_read_timeout <= 0:
+                raise OptionsError("mesh_body_read_timeout must be positive")
+            self.read_timeout = ctx.options.mesh_body_read_timeout
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if flow.response or flow.error or not flow.live or LOCAL in flow.metadata:
+            return
+        request = flow.request
+        if has_body(request):
+            # Also for a request refused below: what is left of its body is read and dropped, for
+            # no longer than this.
+            flow.metadata[BODY_LIMIT] = self.max_body
+            flow.metadata[_DEADLINE] = asyncio.get_running_loop().call_later(self.read_timeout, self._expire, flow)
+        if CALL in flow.metadata and (answer := refusal(request)) is not None:
+            flow.response = answer
+        elif announced_too_large(request, self.max_body):
+            flow.response = too_large()
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        self._cancel(flow)
+        if flow.response or flow.error or not flow.live:
+            return
+        # A backstop: protocol_errors already stops reading at the limit.
+        if self.max_body is not None and len(flow.request.raw_content or b"") > self.max_body:
+            flow.response = too_large()
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        self._cancel(flow)
+
+    @staticmethod
+    def _cancel(flow: http.HTTPFlow) -> None:
+        deadline = flow.metadata.pop(_DEADLINE, None)
+        if deadline is not None:
+            deadline.cancel()
+
+    def _expire(self, flow: http.HTTPFlow) -> None:
+        flow.metadata.pop(_DEADLINE, None)
+        handler = ctx.master.addons.get("proxyserver").connections.get(flow.client_conn.id)
+        if handler is None:
+            return
+        if flow.response is not None and (flow.request.is_http2 or flow.request.is_http3):
+            return  # a refused stream's leftovers are dropped; the connection serves other streams
+        if flow.response is None:
+            log.warning("closed the connection from %s: its request body did not arrive within %ss",
+                        flow.client_conn.peername[0] if flow.client_conn.peername else "?", self.read_timeout)
+        handler.close_connection(flow.client_conn)
