@@ -1,5 +1,7 @@
-"""Inject: point the request at the connection's upstream, remove the caller's credentials (no
-token passthrough, ever) and add the connection's own.
+"""Inject: point the request at the connection's upstream, forward only the request headers MCP
+needs (``FORWARDED_HEADERS``: never the caller's credentials, cookies, ``X-Forwarded-*``,
+method overrides or anything else a server might act on), and add the connection's own
+credentials.
 
 The connection's credentials arrive in the snapshot sealed under the data-plane key
 (``shared.credentials``); they are opened here, per call, only to set the header, and are not
@@ -34,7 +36,27 @@ from shared.jsonrpc import CREDENTIALS_UNAVAILABLE
 
 log = logging.getLogger(__name__)
 
-CALLER_CREDENTIALS = ("Authorization", "Cookie", "Proxy-Authorization")
+# Request headers that reach the upstream, compared case-insensitively (plus ``Mcp-Param-*``,
+# which mirror tool arguments). Everything else the caller sent stays at the gateway.
+FORWARDED_HEADERS = frozenset({
+    "host", "accept", "content-type", "user-agent",
+    "mcp-protocol-version", "mcp-session-id", "mcp-method", "mcp-name", "last-event-id",
+    "traceparent", "tracestate",
+})
+FORWARDED_PREFIXES = ("mcp-param-",)
+
+
+def forwarded_headers(request: http.Request) -> http.Headers:
+    """The caller's headers that may reach the upstream; a POST's body is JSON (``parse`` made it
+    so), of the length it has now."""
+    kept = [(name, value) for name, value in request.headers.fields
+            if (lowered := name.lower().decode("latin-1")) in FORWARDED_HEADERS
+            or lowered.startswith(FORWARDED_PREFIXES)]
+    headers = http.Headers(kept)
+    if request.method == "POST":
+        headers["Content-Type"] = "application/json"
+        headers["Content-Length"] = str(len(request.raw_content or b""))
+    return headers
 
 
 class CredentialsUnavailable(Exception):
@@ -100,8 +122,7 @@ class CredentialInjector:
             return
         upstream = call.upstream
         request = flow.request
-        for name in CALLER_CREDENTIALS:
-            request.headers.pop(name, None)
+        request.headers = forwarded_headers(request)
         try:
             headers = credential_headers(upstream, self.keyring)
         except CredentialsUnavailable as error:
