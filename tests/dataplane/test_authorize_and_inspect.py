@@ -66,7 +66,7 @@ def test_json_listings_keep_only_allowed_tools():
 def relay(flow, chunks: list[bytes]) -> bytes:
     from dataplane_addon.stream import EventRelay
 
-    relay_ = EventRelay(flow.metadata[CALL])
+    relay_ = EventRelay(flow, flow.metadata[CALL], 16 * 1024 * 1024)
     out = []
     for chunk in chunks:
         produced = relay_(chunk)
@@ -107,8 +107,8 @@ def test_events_split_across_chunks_anywhere_come_out_the_same(cuts):
 def test_an_event_is_passed_on_as_soon_as_it_is_complete():
     from dataplane_addon.stream import EventRelay
 
-    relay_ = EventRelay(flow_for({"jsonrpc": "2.0", "id": 9, "method": "tools/call",
-                                  "params": {"name": "echo"}}).metadata[CALL])
+    flow = flow_for({"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": "echo"}})
+    relay_ = EventRelay(flow, flow.metadata[CALL], 16 * 1024 * 1024)
     assert relay_(b"data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"") == []
     first = relay_(b",\"params\":{}}\n\ndata: {\"partial")
     assert len(first) == 1 and b"notifications/progress" in first[0] and b"partial" not in first[0]
