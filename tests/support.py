@@ -102,6 +102,7 @@ class Gateway:
         self.redis_url = redis_url
         self.data_dir = tmp / "gateway-data"
         self.log_path = tmp / "gateway.log"
+        self.metrics_token = f"metrics-{uuid.uuid4().hex}"
         self.env = {
             **os.environ,
             "MESH_DATA_DIR": str(self.data_dir),
@@ -110,6 +111,7 @@ class Gateway:
             "MESH_BRIDGE_PORT": str(self.bridge_port),
             "REDIS_URL": redis_url,
             "MESH_REDIS_PREFIX": self.prefix,
+            "MESH_METRICS_TOKEN": self.metrics_token,
             **(env or {}),
         }
         self.env.pop("DATABASE_URL", None)
@@ -138,6 +140,15 @@ class Gateway:
 
     def log(self) -> str:
         return self.log_path.read_text()
+
+    def metrics(self) -> httpx2.Response:
+        """The data plane's /metrics, with the metrics token."""
+        return httpx2.get(self.base + "/metrics", headers={"Authorization": f"Bearer {self.metrics_token}"}, timeout=5)
+
+    def health(self) -> dict:
+        """The data plane's detailed /health, with the metrics token."""
+        return httpx2.get(self.base + "/health", headers={"Authorization": f"Bearer {self.metrics_token}"},
+                          timeout=5).json()
 
     def stop(self) -> int:
         if self.proc is None or self.proc.poll() is not None:

@@ -75,7 +75,7 @@ def test_calls_keep_working_while_redis_stops_and_starts(tmp_path, private_redis
         while time.monotonic() < outage_end:  # bounded: ~3 s of calls with Redis gone
             assert call() == 200
             time.sleep(0.05)
-        health = httpx2.get(gateway.base + "/health").json()
+        health = gateway.health()
         assert health["redis"] == "disconnected" and health["connections"] == 1
 
         private_redis.start()  # empty: this Redis kept nothing
@@ -86,7 +86,7 @@ def test_calls_keep_working_while_redis_stops_and_starts(tmp_path, private_redis
         # Caught up by itself: the reconciler republished, the data plane reconnected, and a
         # change made after the restart is enforced.
         later = gateway.add_connection("after-restart", upstream.url)
-        wait_for(lambda: httpx2.get(gateway.base + "/health").json()["redis"] == "connected", timeout=10,
+        wait_for(lambda: gateway.health()["redis"] == "connected", timeout=10,
                  what="the data plane to reconnect")
 
         def later_call() -> int:
