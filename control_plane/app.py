@@ -25,6 +25,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     db.init_app(app)
     vault = Vault(settings)
     app.extensions["mesh.vault"] = vault
+    app.extensions["mesh.address_rules"] = settings.address_rules()
     app.extensions["mesh.publisher"] = SnapshotPublisher.from_url(
         settings.redis_url, BusKeys(settings.redis_prefix), lambda: db.session, vault.deliver
     )

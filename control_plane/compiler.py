@@ -29,7 +29,7 @@ def compile_snapshot(session: Session, org_id: str, deliver=None) -> Snapshot:
         return Snapshot(org_id=org_id, version=2**62, deleted=True)
     connections = {
         c.id: ConnectionRoute(name=c.name, url=c.url, transport=c.transport, status=c.status,
-                              command=c.command or "", args=list(c.args or []))
+                              command=c.command or "", args=list(c.args or []), allow_private=c.allow_private)
         for c in session.scalars(sa.select(Connection).where(Connection.org_id == org_id))
         if c.status == "active"
     }

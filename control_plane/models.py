@@ -100,6 +100,10 @@ class Connection(db.Model):
     # are secrets, in the vault as env:NAME). Empty for the other transports.
     command: Mapped[str | None] = mapped_column(sa.String(1024), default=None)
     args: Mapped[list | None] = mapped_column(sa.JSON, default=None)
+    # Whether it may reach loopback and private addresses: set when the operator (the `mesh`
+    # command) registers it or points it elsewhere, cleared when a member does
+    # (shared.upstream_addresses).
+    allow_private: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
     # What CONNECTION_TEST last found: the upstream's tools (names, descriptions, schemas).
     tool_catalog: Mapped[list | None] = mapped_column(sa.JSON, default=None)
     tested_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -120,6 +120,7 @@ class GatewayRunner:
             "--redis-url", s.redis_url,
             "--redis-prefix", s.redis_prefix, "--body-size-limit", s.max_request_body,
             "--upstream-timeout", str(s.upstream_timeout), "--session-secret-file", str(self._session_secret()),
+            "--allow-private-upstreams", s.allow_private_upstreams, "--metrics-listen", s.metrics_listen,
             *([] if s.dataplane_key else ["--dataplane-key-file", str(s.dataplane_key_file)]),
         ], self._bridge_env, withhold=MASTER_KEY_VARIABLES)
 
@@ -156,6 +157,10 @@ class GatewayRunner:
         from control_plane.vault_keys import VaultKeyError
 
         self.settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            self.settings.address_rules()
+        except ValueError as error:
+            raise SystemExit(f"error: MESH_ALLOW_PRIVATE_UPSTREAMS: {error}") from None
         vault = Vault(self.settings)
         try:
             vault.check()  # a bad ENCRYPTION_KEY stops here, before anything starts

@@ -18,6 +18,12 @@
 
 The key values are kept out of ``repr`` so a logged ``Settings`` never shows them.
 - ``MESH_BRIDGE_PORT`` the bridge's port on 127.0.0.1 for stdio and sse connections (default PORT + 2)
+- ``MESH_ALLOW_PRIVATE_UPSTREAMS`` comma-separated CIDRs of loopback/private addresses that
+                     connections registered over the network may reach (default: none)
+- ``MESH_METRICS_TOKEN`` bearer token for ``/metrics`` and the detailed ``/health`` on the public
+                     port (default: none, so they are closed there)
+- ``MESH_METRICS_LISTEN`` HOST:PORT serving ``/metrics`` and the detailed ``/health`` without a
+                     token (default: nowhere)
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from shared.upstream_addresses import AddressRules
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -70,6 +78,17 @@ class Settings:
     def dataplane_key_file(self) -> Path:
         return self.data_dir / "dataplane.key"
     bridge_port: int = 0  # from_env: PORT + 2 unless MESH_BRIDGE_PORT says otherwise
+    allow_private_upstreams: str = ""
+    metrics_token: str | None = field(default=None, repr=False)
+    metrics_listen: str = ""
+
+    def address_rules(self) -> AddressRules:
+        """Where upstream calls may go (``shared.upstream_addresses``): never to the gateway's own
+        ports. Raises ``ValueError`` for a bad ``MESH_ALLOW_PRIVATE_UPSTREAMS``."""
+        own = {self.port, self.control_plane_port, self.bridge_port}
+        if self.metrics_listen:
+            own.add(int(self.metrics_listen.rpartition(":")[2] or 0))
+        return AddressRules.from_settings(self.allow_private_upstreams, own)
 
     def child_env(self) -> dict[str, str]:
         """The environment that makes a child process see exactly these settings."""
@@ -89,6 +108,9 @@ class Settings:
                 ("MESH_DATAPLANE_KEY", self.dataplane_key),
             ) if value},
             "MESH_BRIDGE_PORT": str(self.bridge_port),
+            "MESH_ALLOW_PRIVATE_UPSTREAMS": self.allow_private_upstreams,
+            "MESH_METRICS_LISTEN": self.metrics_listen,
+            **({"MESH_METRICS_TOKEN": self.metrics_token} if self.metrics_token else {}),
         }
 
     @classmethod
@@ -112,4 +134,7 @@ class Settings:
             encryption_key_previous=env.get("ENCRYPTION_KEY_PREVIOUS") or None,
             dataplane_key=env.get("MESH_DATAPLANE_KEY") or None,
             bridge_port=int(env.get("MESH_BRIDGE_PORT") or port + 2),
+            allow_private_upstreams=env.get("MESH_ALLOW_PRIVATE_UPSTREAMS") or "",
+            metrics_token=env.get("MESH_METRICS_TOKEN") or None,
+            metrics_listen=env.get("MESH_METRICS_LISTEN") or "",
         )

@@ -47,6 +47,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "callers; data planes sharing traffic must share it (default: random per process)")
     parser.add_argument("--dataplane-key-file", default="",
                         help="the key connection credentials are sealed under (MESH_DATAPLANE_KEY wins)")
+    parser.add_argument("--allow-private-upstreams", default="",
+                        help="comma-separated CIDRs that connections registered over the network may reach")
+    parser.add_argument("--metrics-listen", default="",
+                        help="HOST:PORT serving /metrics and the detailed /health without a token "
+                             "(on the public port they need MESH_METRICS_TOKEN)")
     parser.add_argument("--reuse-port", action="store_true",
                         help="listen with SO_REUSEPORT, so several data plane processes share the port")
     return parser.parse_args(argv)
@@ -100,6 +105,8 @@ async def serve(args: argparse.Namespace) -> None:
         mesh_redis_url=args.redis_url,
         mesh_redis_prefix=args.redis_prefix,
         mesh_dataplane_key_file=args.dataplane_key_file,
+        mesh_allow_private_upstreams=args.allow_private_upstreams,
+        mesh_metrics_listen=args.metrics_listen,
     )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

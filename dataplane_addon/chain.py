@@ -1,6 +1,7 @@
 """The addon chain, in the order a call goes through it: route, authenticate, resolve the
-connection, parse, authorize, bind the session, inject, time the upstream, stream, inspect,
-record. Each addon steps aside once an earlier one has answered."""
+connection and check the request body's headers (all four on the request's headers, before the
+body is read), parse, authorize, bind the session, inject, guard the upstream's address, time
+the upstream, stream, inspect, record. Each addon steps aside once an earlier one has answered."""
 
 from __future__ import annotations
 
@@ -13,16 +14,18 @@ from dataplane_addon.authenticate import Authenticator
 from dataplane_addon.authorize import ToolAuthorizer
 from dataplane_addon.call import CALL, rpc_answer
 from dataplane_addon.inject import CredentialInjector
-from dataplane_addon.inspect import ListingFilter
+from dataplane_addon.inspect import ListingFilter, refuse_answer
 from dataplane_addon.key_usage import KeyUsageReporter
 from dataplane_addon.parse import JsonRpcParser
 from dataplane_addon.protocol_errors import ProtocolErrors
 from dataplane_addon.record import LocalEndpoints, Recorder
+from dataplane_addon.request_body import RequestBodyGuard
 from dataplane_addon.resolve import ConnectionResolver
 from dataplane_addon.routing import Router
 from dataplane_addon.snapshot_store import SnapshotFollower, SnapshotStore
 from dataplane_addon.sessions import SessionBinding
 from dataplane_addon.stream import EventStreamInspector
+from dataplane_addon.upstream_address import UpstreamAddressGuard
 from dataplane_addon.upstream_timeout import UpstreamTimeout
 from shared.jsonrpc import INTERNAL_ERROR
 
@@ -31,6 +34,8 @@ log = logging.getLogger(__name__)
 
 HTTP_HOOKS = ("requestheaders", "request", "responseheaders", "response", "error")
 LIFECYCLE = ("load", "configure", "running", "done")
+# Once per connection, not per call: members may await in these (a DNS look-up, say).
+CONNECTION_HOOKS = ("server_connect", "server_connected", "client_disconnected")
 
 
 class AddonChain:
@@ -43,7 +48,9 @@ class AddonChain:
 
     Fail closed: if a member raises while a request is being decided, the flow is answered here
     with a JSON-RPC internal error (the traceback goes to the log, never to the client) instead
-    of going on to the upstream half-checked.
+    of going on to the upstream half-checked; if one raises while the upstream's answer is being
+    checked (a listing being filtered, say), that answer is replaced by a JSON-RPC error instead
+    of reaching the client unchecked.
     """
 
     def __init__(self, members: list) -> None:
@@ -53,6 +60,8 @@ class AddonChain:
             if any(inspect.iscoroutinefunction(h) for h in hooks):
                 raise TypeError(f"{name}: chain members' hooks must be synchronous")
             setattr(self, f"_{name}", tuple(hooks))
+        for name in CONNECTION_HOOKS:
+            setattr(self, f"_{name}", tuple(getattr(m, name) for m in self.members if hasattr(m, name)))
 
     def member(self, kind: type):
         return next(m for m in self.members if isinstance(m, kind))
@@ -74,32 +83,78 @@ class AddonChain:
         for hook in self._done:
             hook()
 
-    # the HTTP hooks of a call
-    def requestheaders(self, flow) -> None:
-        self._run(self._requestheaders, flow)
+    # the hooks of a connection: every member, in order
+    async def server_connect(self, data) -> None:
+        await self._run_connection_hooks(self._server_connect, data)
 
-    def request(self, flow) -> None:
-        self._run(self._request, flow)
+    async def server_connected(self, data) -> None:
+        await self._run_connection_hooks(self._server_connected, data)
 
-    def responseheaders(self, flow) -> None:
-        self._run(self._responseheaders, flow)
-
-    def response(self, flow) -> None:
-        self._run(self._response, flow)
-
-    def error(self, flow) -> None:
-        self._run(self._error, flow)
+    async def client_disconnected(self, client) -> None:
+        await self._run_connection_hooks(self._client_disconnected, client)
 
     @staticmethod
-    def _run(hooks, flow) -> None:
+    async def _run_connection_hooks(hooks, data) -> None:
+        for hook in hooks:
+            outcome = hook(data)
+            if inspect.isawaitable(outcome):
+                await outcome
+
+    # the HTTP hooks of a call
+    def requestheaders(self, flow) -> None:
+        self._run_on_request(self._requestheaders, flow)
+        if flow.response is not None:
+            # Answered on the headers: no "100 Continue" invites the body (protocol_errors sends
+            # the answer without reading it).
+            flow.request.headers.pop("Expect", None)
+
+    def request(self, flow) -> None:
+        self._run_on_request(self._request, flow)
+
+    def responseheaders(self, flow) -> None:
+        try:
+            for hook in self._responseheaders:
+                hook(flow)
+        except Exception:
+            # The answer cannot be checked: it must not go out. Nothing of it has been sent; stop
+            # reading it, and protocol_errors answers with a JSON-RPC error instead.
+            log.exception("a data plane addon failed on the answer to %s %s", flow.request.method, flow.request.path)
+            call = flow.metadata.get(CALL)
+            if call is not None:
+                refuse_answer(flow, call, "the gateway failed while checking it (see its log)")
+            else:
+                flow.response = _internal_error(None)
+
+    def response(self, flow) -> None:
+        try:
+            for hook in self._response:
+                hook(flow)
+        except Exception:
+            log.exception("a data plane addon failed on the answer to %s %s", flow.request.method, flow.request.path)
+            if not flow.response.stream:  # a streamed answer has gone out already
+                call = flow.metadata.get(CALL)
+                flow.response = _internal_error(call.request_id if call else None, status=502)
+
+    def error(self, flow) -> None:
+        try:
+            for hook in self._error:
+                hook(flow)
+        except Exception:
+            log.exception("a data plane addon failed on an error of %s %s", flow.request.method, flow.request.path)
+
+    @staticmethod
+    def _run_on_request(hooks, flow) -> None:
         try:
             for hook in hooks:
                 hook(flow)
         except Exception:
             log.exception("a data plane addon failed on %s %s", flow.request.method, flow.request.path)
             if flow.live and flow.response is None:
-                flow.response = rpc_answer(500, INTERNAL_ERROR, "Internal error in the gateway; see its log",
-                                           call.request_id if (call := flow.metadata.get(CALL)) else None)
+                flow.response = _internal_error(call.request_id if (call := flow.metadata.get(CALL)) else None)
+
+
+def _internal_error(request_id, status: int = 500):
+    return rpc_answer(status, INTERNAL_ERROR, "Internal error in the gateway; see its log", request_id)
 
 
 def build_chain(store: SnapshotStore | None = None) -> AddonChain:
@@ -113,11 +168,13 @@ def build_chain(store: SnapshotStore | None = None) -> AddonChain:
         LocalEndpoints(store, follower, registry),
         Authenticator(store),
         ConnectionResolver(store),
+        RequestBodyGuard(),
         KeyUsageReporter(),
         JsonRpcParser(),
         ToolAuthorizer(),
         SessionBinding(),
         CredentialInjector(),
+        UpstreamAddressGuard(),
         UpstreamTimeout(),
         EventStreamInspector(),
         ListingFilter(),

@@ -62,6 +62,8 @@ class Upstream:
     # (field, record sealed under the data-plane key): parsed once here, opened only to inject.
     credentials: tuple[tuple[str, SealedRecord], ...] = ()
     status: str = "active"  # "broken": its credentials cannot be used; calls get 503
+    private_ok: bool = False  # registered by the operator: may be on a loopback or private address
+    internal: bool = False  # the gateway's own bridge (stdio and sse connections), not a URL anyone chose
     # Headers the gateway itself adds (the bridge's token), not the connection's credentials.
     gateway_headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
@@ -76,7 +78,7 @@ def upstream_from(connection_id: str, org_id: str, route, bridge: BridgeAddress 
     if route.transport in BRIDGED_TRANSPORTS:
         bridge = bridge or parse_bridge_address(DEFAULT_BRIDGE, token="")
         return Upstream(connection_id=connection_id, org_id=org_id, name=route.name, scheme="http", host=bridge.host,
-                        port=bridge.port, path=connection_path(connection_id), query="",
+                        port=bridge.port, path=connection_path(connection_id), query="", internal=True,
                         gateway_headers=((TOKEN_HEADER, bridge.token),))  # the bridge opens the credentials
     parts = urlsplit(route.url)
     status = route.status
@@ -97,6 +99,7 @@ def upstream_from(connection_id: str, org_id: str, route, bridge: BridgeAddress 
         query=parts.query,
         credentials=credentials,
         status=status,
+        private_ok=route.allow_private,
     )
 
 

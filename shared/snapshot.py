@@ -12,7 +12,8 @@ Layout (JSON, ``schema`` 1)::
         "conn_…": {"name": "…", "url": "http://…/mcp", "transport": "http",
                     "status": "active",            # or "broken": its secrets cannot be opened
                     "credentials": {"bearer": "<sealed record>", "header:X-Api-Key": "<sealed record>"},
-                    "command": "", "args": []}  # stdio connections: what the bridge runs
+                    "command": "", "args": [],  # stdio connections: what the bridge runs
+                    "allow_private": false}     # may reach loopback/private addresses (operator's)
       },
       "api_keys": {
         "<sha256 of the key>": {"key_id": "key_…", "user_id": "usr_…", "expires_at": null,
@@ -55,6 +56,9 @@ class ConnectionRoute:
     credentials: dict[str, str] = field(default_factory=dict)  # field -> record sealed for the data plane
     command: str = ""  # stdio only, like args; its environment values are credentials (env:NAME)
     args: list[str] = field(default_factory=list)
+    # Registered (or last pointed elsewhere) by the operator: may reach loopback and private
+    # addresses. Otherwise only those in MESH_ALLOW_PRIVATE_UPSTREAMS (shared.upstream_addresses).
+    allow_private: bool = False
 
 
 @dataclass(frozen=True, slots=True)

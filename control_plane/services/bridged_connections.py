@@ -16,7 +16,7 @@ import shlex
 
 from control_plane.models import Connection, Organization, new_id
 from control_plane.services.actors import OPERATOR, Actor, require
-from control_plane.services.connections import save_new_connection, validate_upstream_url
+from control_plane.services.connections import check_upstream_address, save_new_connection, validate_upstream_url
 from control_plane.services.errors import Forbidden, InvalidInput
 from shared.credentials import field_kind
 
@@ -82,6 +82,8 @@ def create_sse_connection(org: Organization, name: str, url: str, secrets: dict[
     secrets = dict(secrets or {})
     if any(field_kind(f)[0] == "env" for f in secrets):
         raise InvalidInput("environment values (--env) are for stdio connections")
-    connection = Connection(id=new_id("conn"), org_id=org.id, name=_check_name(name), url=validate_upstream_url(url),
-                            transport="sse", status="active")
+    url = validate_upstream_url(url)
+    check_upstream_address(url, actor)
+    connection = Connection(id=new_id("conn"), org_id=org.id, name=_check_name(name), url=url,
+                            transport="sse", status="active", allow_private=actor.is_operator)
     return save_new_connection(org, connection, secrets, actor)

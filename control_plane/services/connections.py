@@ -3,27 +3,24 @@ in the vault (``services.secrets``); a connection row holds only what is not sec
 
 from __future__ import annotations
 
-import ipaddress
 from urllib.parse import urlsplit
 
 import sqlalchemy as sa
+from flask import current_app
 
 from control_plane.models import Connection, Organization, db, new_id, utcnow
 from control_plane.services import audit, commit_and_publish, org_changed
 from control_plane.services.actors import OPERATOR, Actor, require
 from control_plane.services.errors import InvalidInput, NotFound
 from control_plane.services.secrets import clear_headers, credential_fields, set_secrets, stage_secrets
+from shared.upstream_addresses import AddressRefused, resolve
 
 TRANSPORTS = ("http",)
 
 
 def validate_upstream_url(url: str) -> str:
-    """Refuse URLs that are not plain http(s) to a host, or that aim at addresses no MCP server
-    lives on (link-local: cloud metadata endpoints; unspecified; multicast).
-
-    Loopback and private addresses are allowed: a self-hosted gateway mostly fronts internal
-    services. Names are checked again when the data plane connects (DNS can change).
-    """
+    """Refuse URLs that are not plain http(s) to a host. Where the host may be is
+    ``check_upstream_address``'s business."""
     url = url.strip()
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -33,12 +30,30 @@ def validate_upstream_url(url: str) -> str:
     if len(url) > 2048:
         raise InvalidInput("upstream URL is longer than 2048 characters")
     try:
-        address = ipaddress.ip_address(parts.hostname)
+        parts.port
     except ValueError:
-        return url
-    if address.is_link_local or address.is_unspecified or address.is_multicast or address.is_reserved:
-        raise InvalidInput(f"upstream address {address} is not allowed")
+        raise InvalidInput(f"upstream URL has an invalid port: {url!r}") from None
     return url
+
+
+def check_upstream_address(url: str, actor: Actor) -> None:
+    """Refuse an upstream whose host resolves to an address the gateway may not call
+    (``shared.upstream_addresses``): never link-local, metadata or the gateway's own ports; for a
+    connection registered over the network, no loopback or private address outside
+    ``MESH_ALLOW_PRIVATE_UPSTREAMS``. The data plane checks again at every connect (DNS can
+    change); this gives the person registering it a clear answer now."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        addresses = resolve(parts.hostname, port)
+    except OSError:
+        if actor.is_operator:
+            return  # the operator may register a name that only resolves where the gateway runs
+        raise InvalidInput(f"the upstream host {parts.hostname!r} cannot be resolved") from None
+    try:
+        current_app.extensions["mesh.address_rules"].check(addresses, port, private_ok=actor.is_operator)
+    except AddressRefused as refused:
+        raise InvalidInput(f"upstream address not allowed: {refused}") from None
 
 
 def create_connection(org: Organization, name: str, url: str, headers: dict[str, str] | None = None,
@@ -54,9 +69,11 @@ def create_connection(org: Organization, name: str, url: str, headers: dict[str,
         raise InvalidInput("a connection needs a name of 1 to 200 characters")
     if transport not in TRANSPORTS:
         raise InvalidInput(f"unknown transport {transport!r}; expected one of {', '.join(TRANSPORTS)}")
+    url = validate_upstream_url(url)
+    check_upstream_address(url, actor)
     # The id is chosen here because the secrets' envelopes are bound to it.
-    connection = Connection(id=new_id("conn"), org_id=org.id, name=name, url=validate_upstream_url(url),
-                            transport=transport, status="active")
+    connection = Connection(id=new_id("conn"), org_id=org.id, name=name, url=url,
+                            transport=transport, status="active", allow_private=actor.is_operator)
     return save_new_connection(org, connection, {**credential_fields(headers=headers), **(secrets or {})}, actor)
 
 
@@ -105,6 +122,8 @@ def update_connection(org: Organization, connection_id: str, *, name: str | None
         connection.name = name
     if url is not None:
         connection.url = validate_upstream_url(url)
+        check_upstream_address(connection.url, actor)
+        connection.allow_private = actor.is_operator
     if status is not None:
         if status not in STATUSES:
             raise InvalidInput(f"unknown status {status!r}; expected one of {', '.join(STATUSES)}")

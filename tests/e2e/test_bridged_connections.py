@@ -18,7 +18,7 @@ from mcp import MCPError
 
 from dataplane_addon.bridge.supervisor import process_alive
 from tests.conftest import unavailable
-from tests.support import ROOT, Gateway, call_tool_status, free_port, mcp_client, mcp_headers, port_open, rpc, wait_for
+from tests.support import MESH, ROOT, Gateway, call_tool_status, free_port, mcp_client, mcp_headers, port_open, rpc, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 
@@ -206,11 +206,13 @@ def test_the_bridge_refuses_everyone_but_the_data_plane(gateway, python_stdio, a
     body = rpc("tools/call", {"name": "env", "arguments": {"name": "MESH_TEST_SECRET"}})
     direct = httpx2.post(bridge_url, json=body, headers=mcp_headers(body), timeout=10)
     assert direct.status_code == 401 and SECRET not in direct.text
-    # An org that registers the bridge's loopback URL as an http upstream gets no further.
-    sneaky = gateway.add_connection("sneaky", bridge_url)
-    routable(gateway, sneaky, api_key)
-    status, answer = call_tool_status(gateway.mcp_url(sneaky), api_key, "env", {"name": "MESH_TEST_SECRET"})
-    assert status == 401 and SECRET not in json.dumps(answer)
+    # Nobody, not even the operator, registers the bridge's loopback URL as an http upstream: it
+    # is one of the gateway's own ports (the data plane refuses to connect there too, whatever a
+    # name resolves to by then: tests/e2e/test_security_addresses.py).
+    refused = subprocess.run([MESH, "connections", "add", "--name", "sneaky", "--url", bridge_url, "--json"],
+                             env=gateway.env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0 and "the gateway's own port" in refused.stderr
+    assert all(c["name"] != "sneaky" for c in gateway.mesh("connections", "list"))
 
 
 def test_env_values_never_show_in_listings_or_logs(gateway, python_stdio):
