@@ -119,7 +119,8 @@ class GatewayRunner:
             "--control-plane", f"127.0.0.1:{s.control_plane_port}", "--bridge", f"127.0.0.1:{s.bridge_port}",
             "--redis-url", s.redis_url,
             "--redis-prefix", s.redis_prefix, "--body-size-limit", s.max_request_body,
-            "--upstream-timeout", str(s.upstream_timeout), "--session-secret-file", str(self._session_secret()),
+            "--upstream-timeout", str(s.upstream_timeout), "--body-read-timeout", str(s.body_read_timeout),
+            "--session-secret-file", str(self._session_secret()),
             "--allow-private-upstreams", s.allow_private_upstreams, "--metrics-listen", s.metrics_listen,
             *([] if s.dataplane_key else ["--dataplane-key-file", str(s.dataplane_key_file)]),
         ], self._bridge_env, withhold=MASTER_KEY_VARIABLES)

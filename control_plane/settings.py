@@ -10,6 +10,8 @@
 - ``CONTROL_PLANE_PORT`` the Flask app's internal port on 127.0.0.1 (default PORT + 1)
 - ``MESH_MAX_REQUEST_BODY`` largest MCP request body (default ``4m``); larger get 413
 - ``MESH_UPSTREAM_TIMEOUT`` seconds an upstream may take to start answering (default 60); then 504
+- ``MESH_BODY_READ_TIMEOUT`` seconds a client may take to send a request body (default 30); then
+                     its connection is closed
 - ``ENCRYPTION_KEY`` the vault's master key (32 bytes, base64 or hex); unset: a keyring file
                      ``<data dir>/mesh.key`` generated on first run (``control_plane.vault_keys``)
 - ``ENCRYPTION_KEY_PREVIOUS`` during a rotation with ``ENCRYPTION_KEY``: the key being replaced
@@ -66,6 +68,7 @@ class Settings:
     listen_host: str = "127.0.0.1"
     max_request_body: str = "4m"
     upstream_timeout: float = 60.0
+    body_read_timeout: float = 30.0
     encryption_key: str | None = field(default=None, repr=False)
     encryption_key_previous: str | None = field(default=None, repr=False)
     dataplane_key: str | None = field(default=None, repr=False)
@@ -102,6 +105,7 @@ class Settings:
             "HOST": self.listen_host,
             "MESH_MAX_REQUEST_BODY": self.max_request_body,
             "MESH_UPSTREAM_TIMEOUT": str(self.upstream_timeout),
+            "MESH_BODY_READ_TIMEOUT": str(self.body_read_timeout),
             **{name: value for name, value in (
                 ("ENCRYPTION_KEY", self.encryption_key),
                 ("ENCRYPTION_KEY_PREVIOUS", self.encryption_key_previous),
@@ -130,6 +134,7 @@ class Settings:
             listen_host=env.get("HOST") or "127.0.0.1",
             max_request_body=env.get("MESH_MAX_REQUEST_BODY") or "4m",
             upstream_timeout=float(env.get("MESH_UPSTREAM_TIMEOUT") or 60),
+            body_read_timeout=float(env.get("MESH_BODY_READ_TIMEOUT") or 30),
             encryption_key=env.get("ENCRYPTION_KEY") or None,
             encryption_key_previous=env.get("ENCRYPTION_KEY_PREVIOUS") or None,
             dataplane_key=env.get("MESH_DATAPLANE_KEY") or None,

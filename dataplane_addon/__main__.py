@@ -41,6 +41,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--body-size-limit", default=DEFAULT_BODY_LIMIT, help="larger requests get 413")
     parser.add_argument("--upstream-timeout", type=float, default=60.0,
                         help="seconds an upstream may take to start answering before the caller gets 504")
+    parser.add_argument("--body-read-timeout", type=float, default=30.0,
+                        help="seconds a client may take to send a request body before its connection is closed")
     parser.add_argument("--idle-timeout", type=int, default=3600,
                         help="seconds of silence after which a connection (e.g. an idle SSE stream) is closed")
     parser.add_argument("--session-secret-file", help="file with the hex secret that binds MCP sessions to "
@@ -98,6 +100,7 @@ async def serve(args: argparse.Namespace) -> None:
         mesh_max_request_body=args.body_size_limit,
         tcp_timeout=args.idle_timeout,
         mesh_upstream_timeout=args.upstream_timeout,
+        mesh_body_read_timeout=args.body_read_timeout,
         mesh_session_secret=session_secret(args.session_secret_file),
         stream_large_bodies=None,  # never: streamed bodies skip inspection
         mesh_control_plane=args.control_plane,

@@ -77,7 +77,13 @@ class ListingFilter:
 
     def response(self, flow: http.HTTPFlow) -> None:
         call = flow.metadata.get(CALL)
-        if call is None or not call.lists or flow.response is None or flow.response.stream:
+        if call is None or flow.response is None:
+            return
+        if call.failed and not flow.response.stream:
+            # Refused on its headers, and it arrived whole before the upstream was cut off.
+            flow.response = unchecked_answer(call, call.failed)
+            return
+        if not call.lists or flow.response.stream:
             return  # only listings are changed; other JSON answers are not even parsed
         if media_type(flow.response.headers.get("Content-Type")) == EVENT_STREAM or not flow.response.raw_content:
             return

@@ -12,7 +12,8 @@
 - **An upstream that cannot be reached (502) or does not answer in time (504)**, on MCP routes:
   a JSON-RPC error carrying the request's id, as long as nothing of the upstream's answer has
   reached the client yet. A call whose answer the gateway failed to check (``McpCall.failed``)
-  gets a JSON-RPC internal error the same way.
+  gets a JSON-RPC internal error the same way; if the answer was an event stream already under
+  way, the relay has sent its last event and the client's answer is ended properly.
 - **A body over mitmproxy's hard size cap (413)**, on any route: a JSON-RPC error.
 
 Each wrapper replaces one method or function once, when the addon loads, and hands every case it
@@ -80,6 +81,12 @@ def _nothing_sent_to_the_client(self) -> bool:
 
 def _handle_protocol_error(self, event):
     call = self.flow.metadata.get(CALL)
+    if (call is not None and call.failed and isinstance(event, ResponseProtocolError)
+            and self.server_state == self.state_stream_response_body):
+        # A stream the gateway cut off (its relay sent the client a last error event and closed
+        # the upstream): end the client's answer properly rather than break its connection.
+        yield from self.send_response(already_streamed=True)
+        return
     if call is not None and isinstance(event, ResponseProtocolError) and _nothing_sent_to_the_client(self):
         name = call.upstream.name if call.upstream else call.connection_id
         if call.failed:

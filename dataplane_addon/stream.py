@@ -71,6 +71,7 @@ class EventRelay:
         self.ended = True
         name = self.call.upstream.name if self.call.upstream else self.call.connection_id
         log.error("stopped relaying the event stream of connection %s: %s", name, error)
+        self.call.failed = f"its event stream could not be checked ({type(error).__name__})"
         close_upstream(self.flow)
         request_id = self.call.request_id
         if request_id is None:

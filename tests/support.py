@@ -91,6 +91,64 @@ class Upstream:
         return [json.loads(line) for line in self.header_log.read_text().splitlines() if line.strip()]
 
 
+class ScriptedUpstream:
+    """tests/upstreams/scripted_server.py in a subprocess: an upstream that misbehaves on purpose,
+    one scenario per URL (``url(scenario)``)."""
+
+    def __init__(self, tmp: Path):
+        self.port = free_port()
+        self.log_path = tmp / f"scripted-{self.port}.jsonl"
+        self.log_path.touch()
+        self.proc: subprocess.Popen | None = None
+
+    def url(self, scenario: str) -> str:
+        from urllib.parse import quote
+
+        return f"http://127.0.0.1:{self.port}/mcp?s={quote(scenario, safe='')}"
+
+    def start(self) -> "ScriptedUpstream":
+        self.proc = subprocess.Popen([sys.executable, "-m", "tests.upstreams.scripted_server", str(self.port),
+                                      str(self.log_path)], cwd=ROOT)
+        wait_for(lambda: port_open(self.port), what=f"scripted upstream on {self.port}")
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+    def requests(self) -> list[dict]:
+        return [json.loads(line) for line in self.log_path.read_text().splitlines() if line.strip()]
+
+
+def process_with(*words: str) -> int:
+    """The pid of the one running process whose command line holds all of ``words``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if all(word.encode() in argv for word in words):
+            found.append(int(entry.name))
+    assert len(found) == 1, f"expected one process with {words}, found {found}"
+    return found[0]
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Gateway:
     """`mesh up` in a subprocess with its own data dir, ports and Redis prefix."""
 
@@ -140,6 +198,9 @@ class Gateway:
 
     def log(self) -> str:
         return self.log_path.read_text()
+
+    def data_plane_pid(self) -> int:
+        return process_with("dataplane_addon", "--port", str(self.port))
 
     def metrics(self) -> httpx2.Response:
         """The data plane's /metrics, with the metrics token."""

@@ -62,3 +62,23 @@ def test_the_gateway_chain_is_one_addon_holding_each_concern():
     assert isinstance(chain, AddonChain) and not hasattr(chain, "addons")
     assert isinstance(chain.member(Router), Router)
     assert len(chain.members) >= 10
+
+
+class BrokenOnAnswers:
+    def response(self, flow):
+        raise ValueError("a bug while checking an answer")
+
+
+def test_a_member_failing_on_an_answer_replaces_it_with_a_json_rpc_error():
+    from dataplane_addon.call import CALL, McpCall
+    from shared.jsonrpc import parse_body
+
+    chain = AddonChain([BrokenOnAnswers()])
+    flow = tflow.tflow(resp=True)
+    flow.metadata[CALL] = McpCall("conn_1", messages=parse_body(b'{"jsonrpc":"2.0","id":4,"method":"tools/list"}').messages)
+    flow.response.content = b'{"jsonrpc":"2.0","id":4,"result":{"tools":[{"name":"secret"}]}}'
+    with taddons.context(chain):
+        chain.response(flow)
+    answer = json.loads(flow.response.content)
+    assert flow.response.status_code == 502 and answer["id"] == 4 and answer["error"]["code"] == -32603
+    assert b"secret" not in flow.response.content

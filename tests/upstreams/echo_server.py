@@ -1,8 +1,9 @@
 """A real upstream MCP server for tests, built with the `mcp` SDK: tools ``echo`` and ``add``.
 
 Run as ``python -m tests.upstreams.echo_server PORT [HEADER_LOG] [--require-bearer TOKEN]``.
-Every request's method, path, headers and body are appended to HEADER_LOG as JSON lines, so
-tests can assert on exactly what reached the upstream (and that a denied call never did). With
+Every request's method, path, headers and body (as text, and its exact bytes in base64) are
+appended to HEADER_LOG as JSON lines, so tests can assert on exactly what reached the upstream
+(and that a denied call never did). With
 ``--require-bearer`` every request without ``Authorization: Bearer TOKEN`` is answered 401
 (after being logged), as an upstream with its own credentials would.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 
 import uvicorn
@@ -70,8 +72,9 @@ def build(header_log: str | None, required_bearer: str | None = None):
                 chunks.append(message.get("body", b""))
                 if not message.get("more_body"):
                     with open(header_log, "a") as log:
-                        body = b"".join(chunks).decode(errors="replace")
-                        log.write(json.dumps({**entry, "body": body}) + "\n")
+                        raw = b"".join(chunks)
+                        log.write(json.dumps({**entry, "body": raw.decode(errors="replace"),
+                                              "body_b64": base64.b64encode(raw).decode()}) + "\n")
             return message
 
         await app(scope, receive_and_record, send)
