@@ -41,9 +41,10 @@ class UpstreamAddressGuard:
     def __init__(self) -> None:
         self.rules = AddressRules()
         self.waiting: dict[tuple[str, str, int], list[http.HTTPFlow]] = {}  # (client id, host, port) -> calls
-        # Targets refused before connecting: mitmproxy answers later calls of the same client
-        # connection to them with that failed connection's error, without asking again.
-        self.refused: dict[tuple[str, str, int], str] = {}
+        # Connections refused before connecting, by target. mitmproxy keeps a failed connection and
+        # answers later calls of the same client connection to its target with its error, without
+        # asking again; a later call may be held to another rule, so it gets a fresh check.
+        self.refused: dict[tuple[str, str, int], connection.Server] = {}
 
     def load(self, loader) -> None:
         loader.add_option("mesh_allow_private_upstreams", str, "",
@@ -86,8 +87,9 @@ class UpstreamAddressGuard:
         target = (flow.client_conn.id, flow.request.host, flow.request.port)
         self.waiting.setdefault(target, []).append(flow)
         flow.metadata[_NOTED] = target
-        if target in self.refused:
-            call.refused_address = self.refused[target]
+        failed = self.refused.pop(target, None)
+        if failed is not None:
+            failed.error = None  # not reusable now: mitmproxy opens (and we check) a new connection
         handler = ctx.master.addons.get("proxyserver").connections.get(flow.client_conn.id)
         if handler is None:
             return
@@ -97,7 +99,12 @@ class UpstreamAddressGuard:
                                            private_ok=call.upstream.private_ok)):
                 handler.close_connection(server)  # not to be reused for this call
 
+    # A call no longer waits for a connection once an answer (the upstream's or the gateway's
+    # own) or an error has come.
     def responseheaders(self, flow: http.HTTPFlow) -> None:
+        self._forget(flow)
+
+    def response(self, flow: http.HTTPFlow) -> None:
         self._forget(flow)
 
     def error(self, flow: http.HTTPFlow) -> None:
@@ -144,7 +151,7 @@ class UpstreamAddressGuard:
             reason = self.rules.refusal(address, port, private_ok=private_ok)
             if reason:
                 self._refuse(calls, f"{host}:{port}", reason)
-                self.refused[(data.client.id, host, port)] = reason
+                self.refused[(data.client.id, host, port)] = data.server
                 data.server.error = reason
                 return
 

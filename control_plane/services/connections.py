@@ -185,7 +185,8 @@ def test_connection(org: Organization, connection_id: str, *, actor: Actor = OPE
     require(actor, org, "connections.write")
     connection = get_connection(org, connection_id)
     # The secrets are opened with the master key for this one probe and not kept.
-    result = probe_blocking(connection.url, dict(clear_headers(connection)))
+    result = probe_blocking(connection.url, dict(clear_headers(connection)), current_app.extensions["mesh.address_rules"],
+                            connection.allow_private)
     before = audit.describe(connection)
     connection.tested_at = utcnow()
     connection.test_status = "ok" if result.ok else "failed"
