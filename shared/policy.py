@@ -151,12 +151,18 @@ class UnsafeUri(ValueError):
 _PARTS = re.compile(r"(?:([A-Za-z][A-Za-z0-9+.-]*):)?(?://([^/?#]*))?([^?#]*)(.*)", re.DOTALL)
 _ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
 _MALFORMED_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
-_UNSAFE_CHARACTER = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\\\\]")  # controls and backslash
-_ENCODED_SEPARATOR = re.compile(r"%(?:2[Ff]|5[Cc])")
+# Controls and backslashes anywhere; in the path, an encoded / or \ as well.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\\\\]")
+_UNSAFE_IN_PATH = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\\\\]|%(?:2[Ff]|5[Cc])")
 # A piece of dots (and spaces: Windows drops trailing ones) between two places where a reader of
 # a path, query or fragment may cut the text. Possessive, so it never backtracks.
 _DOT_SEGMENT = re.compile(r"[/\\?#&=;:] *+\.[. ]*+(?=\Z|[/\\?#&=;:])")  # searched in "/" + text
 _DRIVE_AFTER_START = re.compile(r"/[^/]*/[A-Za-z]:(?:/|\Z)")
+# The common case, decided by one match: a URI in canonical form (lower-case scheme and host) with
+# nothing to refuse (its path segments start with a letter, digit, "_", "~" or "-", so none is
+# made of dots; no "%", "\\", ":", "?", "#" or control character). Possessive: no backtracking.
+_PLAIN = re.compile(r"[a-z][a-z0-9+.-]*+:(?://(?:[a-z0-9-]++(?:\.[a-z0-9-]++)*+(?::[0-9]++)?+)?+)?+"
+                    r"(?:/[A-Za-z0-9_~-][A-Za-z0-9._~-]*+)*+")
 _DECODINGS = 3  # percent-decoding rounds checked: an upstream that decodes twice is not unheard of
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
@@ -166,30 +172,31 @@ def canonical_uri(uri: str, *, pattern: bool = False) -> str:
     docstring). With ``pattern``, ``*`` is an ordinary character and no scheme is needed (``*``,
     ``*.pdf``); a host holding ``*`` must already be in lower case (``*`` may stand for more than
     a host, so it cannot be lowered safely)."""
+    return uri if _PLAIN.fullmatch(uri) else _canonical(uri, pattern)
+
+
+def _canonical(uri: str, pattern: bool) -> str:
     if _MALFORMED_ESCAPE.search(uri):
         raise UnsafeUri("a % is not followed by two hex digits")
     scheme, authority, path, rest = _PARTS.fullmatch(uri).groups()
     if scheme is None and not pattern:
         raise UnsafeUri("it has no scheme (such as file: or https:)")
-    _refuse_ambiguity(uri[:len(uri) - len(rest)], separators=True)
-    _refuse_ambiguity(rest, separators=False)
-    if scheme is None:  # a pattern such as * or *.pdf: nothing to put in canonical form
+    if authority:
+        _refuse_ambiguity(authority, _UNSAFE_IN_PATH)
+    # A pattern without a scheme (*, *.pdf) has no path whose shape could be judged.
+    _refuse_ambiguity(path, _UNSAFE_IN_PATH, is_path=scheme is not None)
+    if rest:
+        _refuse_ambiguity(rest, _UNSAFE)
+    if scheme is None:  # nothing to put in canonical form
         return _upper_escapes(uri)
-    if "//" in path:
-        # Readers that join the rest of a path to a base directory take "/docs//etc" as "/etc".
-        raise UnsafeUri("its path has an empty segment (//)")
-    if _DRIVE_AFTER_START.search(path):
-        raise UnsafeUri("its path has a drive letter (C:) after its start")
-    canonical = scheme.translate(_ASCII_LOWER) + ":"
+    canonical = scheme.lower() + ":"  # ASCII, as _PARTS matched it
     if authority is not None:
         userinfo, at, host = authority.rpartition("@")
-        if pattern and ANY in host:
-            if host != host.translate(_ASCII_LOWER):
-                raise UnsafeUri("a host with * in a pattern must be written in lower case (hosts are "
-                                "compared in lower case)")
-        else:
-            host = host.translate(_ASCII_LOWER)
-        canonical += "//" + userinfo + at + host
+        lowered = host.lower() if host.isascii() else host.translate(_ASCII_LOWER)
+        if pattern and ANY in host and lowered != host:
+            raise UnsafeUri("a host with * in a pattern must be written in lower case (hosts are compared in "
+                            "lower case)")
+        canonical += "//" + userinfo + at + lowered
     return _upper_escapes(canonical + path + rest)
 
 
@@ -197,21 +204,28 @@ def _upper_escapes(text: str) -> str:
     return _ESCAPE.sub(lambda escape: escape.group().upper(), text) if "%" in text else text
 
 
-def _refuse_ambiguity(text: str, separators: bool) -> None:
-    """Refuse ``text`` (a URI up to its path's end, or its query and fragment) if it, or any of its
-    first percent-decodings, holds something readers disagree on."""
+def _refuse_ambiguity(text: str, unsafe: re.Pattern, is_path: bool = False) -> None:
+    """Refuse ``text`` (a URI's authority, path, or query and fragment) if it holds something
+    readers disagree on, as it is or as a reader may turn it: Unicode compatibility folding
+    (NFKC, which makes "．．" of "..", "／" of "/") and percent-decoding, in any order, up to
+    ``_DECODINGS`` times."""
     for _ in range(_DECODINGS + 1):
-        if separators and _ENCODED_SEPARATOR.search(text):
-            raise UnsafeUri("its path contains an encoded / or \\ (%2F, %5C), which some upstreams decode "
-                            "into a separator")
-        folded = text if text.isascii() else unicodedata.normalize("NFKC", text)
-        unsafe = _UNSAFE_CHARACTER.search(folded)
-        if unsafe is not None:
-            raise UnsafeUri("it contains a backslash, a path separator to some upstreams" if unsafe.group() == "\\"
-                            else "it contains a control character")
-        if _DOT_SEGMENT.search("/" + folded):
+        if not text.isascii():
+            text = unicodedata.normalize("NFKC", text)
+        found = unsafe.search(text)
+        if found is not None:
+            what = found.group()
+            raise UnsafeUri("it contains a backslash, a path separator to some upstreams" if what == "\\" else
+                            "it contains an encoded / or \\ (%2F, %5C) before its query, which some upstreams "
+                            "decode into a separator" if what.startswith("%") else "it contains a control character")
+        if _DOT_SEGMENT.search("/" + text):
             raise UnsafeUri("it has a . or .. segment (possibly percent-encoded), which could lead outside "
                             "the allowed path")
+        if is_path and "//" in text:
+            # Readers that join the rest of a path to a base directory take "/docs//etc" as "/etc".
+            raise UnsafeUri("its path has an empty segment (//)")
+        if is_path and _DRIVE_AFTER_START.search(text):
+            raise UnsafeUri("its path has a drive letter (C:) after its start")
         if "%" not in text:
             return
         try:
@@ -263,9 +277,11 @@ class NameSet:
     exact: frozenset[str]
     heads: tuple[tuple[int, dict[str, "tuple[Glob, ...] | bool"]], ...]
     everything: bool
+    wild: bool  # any pattern with * at all
+    longest: int  # a longer name is never in the set, whatever the patterns
 
     @classmethod
-    def of(cls, patterns: Iterable[str]) -> "NameSet":
+    def of(cls, patterns: Iterable[str], longest: int) -> "NameSet":
         patterns = set(patterns)
         by_head: dict[int, dict[str, list[Glob]]] = {}
         for pattern in patterns:
@@ -276,10 +292,14 @@ class NameSet:
             (length, {head: True if any(not g.tail and not g.middle for g in globs) else tuple(globs)
                       for head, globs in groups.items()})
             for length, groups in sorted(by_head.items()))
-        return cls(frozenset(p for p in patterns if ANY not in p), heads, ANY in patterns)
+        return cls(frozenset(p for p in patterns if ANY not in p), heads, ANY in patterns, bool(heads), longest)
 
     def __contains__(self, name: str) -> bool:
-        if self.everything or name in self.exact:
+        # Exact names are never longer than the limit (normalize refuses such patterns).
+        return name in self.exact or (self.wild and len(name) <= self.longest and self._matches(name))
+
+    def _matches(self, name: str) -> bool:
+        if self.everything:
             return True
         for length, groups in self.heads:
             globs = groups.get(name[:length])
@@ -305,8 +325,9 @@ class Layer:
             mapping = doc[kind]
             if kind == "resources":  # decided on canonical URIs, so matched against canonical patterns
                 mapping = {c: [canonical_uri(n, pattern=True) for n in names] for c, names in mapping.items()}
-            everywhere = NameSet.of(mapping[ANY]) if ANY in mapping else None
-            kinds[kind] = (everywhere, {c: NameSet.of(names) for c, names in mapping.items() if c != ANY})
+            longest = MAX_NAME_LENGTH[kind]
+            everywhere = NameSet.of(mapping[ANY], longest) if ANY in mapping else None
+            kinds[kind] = (everywhere, {c: NameSet.of(names, longest) for c, names in mapping.items() if c != ANY})
         return cls(kinds, frozenset(doc["manage"]))
 
     def allows(self, kind: str, connection_id: str, name: str) -> bool:
@@ -329,9 +350,9 @@ class Policy:
             raise PolicyError("a policy needs at least one permission document")
 
     def allows(self, kind: str, connection_id: str, name: str) -> bool:
-        if len(name) > MAX_NAME_LENGTH[kind]:
-            return False
-        if kind == "resources":
+        if kind == "resources":  # decided on the canonical URI; one that must be refused never is allowed
+            if len(name) > MAX_NAME_LENGTH[kind]:
+                return False
             try:
                 name = canonical_uri(name)
             except UnsafeUri:

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from shared.policy import (
     MAX_NAME_LENGTH, Policy, PolicyError, Target, Unclassified, UnsafeUri, canonical_uri, filter_listing, normalize,
-    target_of,
+    _PLAIN, _canonical, target_of,
 )
 from tests.shared.test_policy_matching import cpu_seconds
 
@@ -54,6 +54,7 @@ ESCAPES = [
     ("file:///docs/x%0A", "control character"),
     ("file:///docs/readme\r\n", "control character"),
     ("file:///docs//etc/passwd", "empty segment"),  # os.path.join("/srv/docs", "/etc/passwd") is /etc/passwd
+    ("file:///docs/\uff0fetc/passwd", "empty segment"),  # a fullwidth solidus, folded by NFKC
     ("file:///docs/C:/Windows/win.ini", "drive letter"),
     ("file:///docs/%C0%AE%C0%AE/etc/passwd", "do not decode as UTF-8"),  # overlong UTF-8 dots
     ("file:///docs/100%", "% is not followed by two hex digits"),
@@ -155,9 +156,11 @@ def test_a_listing_drops_entries_with_unsafe_uris_whatever_the_policy():
                             {"uri": "file:///docs/%2e%2e/secret", "name": "secret"},
                             {"uri": "file:///other/x", "name": "other"},
                             {"uri": "FILE:///docs/upper", "name": "upper"}]}
-    assert [r["name"] for r in filter_listing(DOCS_ONLY, "c", "resources/list", result)["resources"]] == ["readme", "upper"]
-    assert [r["name"] for r in filter_listing(EVERYTHING, "c", "resources/list", result)["resources"]] == [
-        "readme", "other", "upper"]
+    def listed(policy):
+        return [r["name"] for r in filter_listing(policy, "c", "resources/list", result)["resources"]]
+
+    assert listed(DOCS_ONLY) == ["readme", "upper"]
+    assert listed(EVERYTHING) == ["readme", "other", "upper"]
 
 
 def test_templates_are_listed_when_their_text_is_allowed_and_safe():
@@ -188,7 +191,7 @@ def test_a_completion_reference_that_is_not_an_object_is_refused():
 # under file:///docs/* has no way out of /docs/ for a reader that decodes it (any number of times,
 # with or without Unicode folding) and resolves dot segments, nor for one that does neither.
 pieces = st.sampled_from(["docs", "a", ".", "..", "%2e", "%2E", "%252e", "/", "%2f", "%5c", "\\", ";", "?", "#",
-                          "=", "\uff0e", " ", "%00", "%", "25", "C:", "%C3%A9"])
+                          "=", "\uff0e", "\uff05", "\uff12\uff45", " ", "%00", "%", "25", "C:", "%C3%A9"])
 
 
 @settings(max_examples=1500, deadline=None)
@@ -212,9 +215,18 @@ def test_no_allowed_uri_resolves_outside_the_allowed_path(tail):
 
 @pytest.mark.parametrize("uri", [
     "file:///" + "." * 2040, "file:///" + " " * 2039 + "x", "file:///" + "/." * 1020, "file:///" + ". " * 1019 + "x",
-    "file:///" + "%25" * 680, "file:///" + "a/" * 1019 + "C:", "file:///" + "%C3%A9" * 340, "file:///" + "\uff0e" * 2040,
+    "file:///" + "%25" * 680, "file:///" + "a/" * 1019 + "C:", "file:///" + "%C3%A9" * 340,
+    "file:///" + "\uff0e" * 2040,
     "file:///x?" + "&=" * 1019, "a" * 2040 + ":", "file:///docs/" + "a" * 2035,
 ])
 def test_checking_a_long_uri_takes_one_pass_whatever_it_holds(uri):
     assert len(uri) <= MAX_NAME_LENGTH["resources"]
     assert cpu_seconds(lambda: EVERYTHING.allows("resources", "c", uri)) < 0.01
+
+
+@settings(max_examples=500, deadline=None)
+@given(uri=st.from_regex(_PLAIN, fullmatch=True))
+def test_the_fast_path_takes_only_uris_the_full_check_passes_unchanged(uri):
+    """Most URIs are decided by one match (``_PLAIN``); it must never let through what the full
+    check refuses or would spell differently."""
+    assert _canonical(uri, pattern=False) == uri
