@@ -18,17 +18,41 @@ does not mention allows nothing of that kind.
 A principal's ``Policy`` is a list of such documents that must all allow (its role, then its
 key's scope if the key was narrowed), so a narrowed key can never exceed its user's role.
 
-Compiled once per snapshot: exact names go in sets and wildcard patterns into one regular
-expression per (kind, connection), so a decision costs a few dict look-ups and at most two
-regex matches per layer, whatever the number of keys, roles or connections.
+Compiled once per snapshot: exact names go in sets; wildcard patterns are indexed by their
+literal head (the text before the first ``*``) and matched without backtracking: the head and
+tail are compared in place, and each literal between two ``*`` is searched once, leftmost, from
+where the previous one ended (``re``'s literal search, which is linear: KMP). Taking the
+leftmost occurrence is always right for ``*``-only patterns, so a pattern reads the name once:
+a decision costs O(len(name)) per wildcard pattern it has to try, never exponential time (as
+``fnmatch`` or a regex of ``.*`` does on ``*a*a*a*a*a*b`` against ``aaaa…``).
+
+Limits, checked by ``normalize`` with a message naming the pattern: a document holds at most
+``MAX_PATTERNS`` names; a pattern has at most ``MAX_WILDCARDS`` ``*``; patterns and the names
+decided on are at most ``MAX_NAME_LENGTH[kind]`` characters (256 for tools and prompts, twice
+the MCP spec's 128 for tool names; 2,048 for resource URIs). A longer name is never allowed.
+
+Resource URIs are decided on their canonical form (``canonical_uri``): scheme and host in lower
+case, percent-escapes with upper-case hex digits; nothing else changes (``%64ocs`` stays
+``%64ocs``, so it does not match ``docs``). Both forms mean the same to every reader, which
+matters because the upstream receives the URI as the client wrote it. A URI that readers may
+resolve differently is refused, whatever the policy allows (fail closed): ``.`` or ``..``
+segments, raw or percent-encoded (``%2e%2e``, ``.%2E``, ``%252e``), also in the query or
+fragment, or after Unicode compatibility folding (``．．``), or made of dots and spaces only;
+``%2F`` or ``%5C`` in the path; backslashes, raw or encoded; control characters; empty path
+segments (``//``) and drive letters after the path's start; malformed or non-UTF-8
+percent-escapes; escapes nested more than three deep; no scheme. Resource patterns are
+canonicalized the same way; ``normalize`` refuses those that could only match refused URIs, and
+a host holding ``*`` written in upper case (it would never match).
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 KINDS = ("tools", "prompts", "resources")
 ANY = "*"
@@ -53,7 +77,10 @@ BUILTIN_ROLES: dict[str, dict[str, Any]] = {
 }
 
 MAX_PATTERNS = 1000
-MAX_PATTERN_LENGTH = 256
+MAX_WILDCARDS = 8
+# Names longer than this are never allowed, and patterns may not be longer either. Tool names
+# should be 1-128 characters (MCP spec); resource URIs can be long.
+MAX_NAME_LENGTH = {"tools": 256, "prompts": 256, "resources": 2048}
 
 
 class PolicyError(ValueError):
@@ -82,13 +109,13 @@ def normalize(doc: Any) -> dict[str, Any]:
                 raise PolicyError(f"{kind}: {connection!r} is not a connection id or *")
             if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
                 raise PolicyError(f"{kind}.{connection} must be a list of non-empty names")
-            if any(len(n) > MAX_PATTERN_LENGTH for n in names):
-                raise PolicyError(f"{kind}.{connection}: names are limited to {MAX_PATTERN_LENGTH} characters")
             count += len(names)
+            if count > MAX_PATTERNS:
+                raise PolicyError(f"a permission document may hold at most {MAX_PATTERNS} names")
+            for name in names:
+                _check_pattern(kind, connection, name)
             clean[connection] = sorted(set(names))
         out[kind] = clean
-    if count > MAX_PATTERNS:
-        raise PolicyError(f"a permission document may hold at most {MAX_PATTERNS} names")
     manage = doc.get("manage", [])
     if not isinstance(manage, list) or not all(isinstance(p, str) for p in manage):
         raise PolicyError("manage must be a list of permission names")
@@ -99,28 +126,188 @@ def normalize(doc: Any) -> dict[str, Any]:
     return out
 
 
-def _pattern_regex(patterns: Iterable[str]) -> re.Pattern | None:
-    wild = [p for p in patterns if ANY in p]
-    if not wild:
-        return None
-    return re.compile("|".join(".*".join(re.escape(part) for part in p.split(ANY)) for p in wild), re.DOTALL)
+def _check_pattern(kind: str, connection: str, pattern: str) -> None:
+    if len(pattern) > MAX_NAME_LENGTH[kind]:
+        raise PolicyError(f"{kind}.{connection}: {pattern[:40]!r}… is longer than {MAX_NAME_LENGTH[kind]} characters, "
+                          f"the limit for {kind}")
+    if pattern.count(ANY) > MAX_WILDCARDS:
+        raise PolicyError(f"{kind}.{connection}: {pattern!r} has {pattern.count(ANY)} wildcards; a pattern may "
+                          f"have at most {MAX_WILDCARDS}")
+    if kind == "resources":
+        try:
+            canonical_uri(pattern, pattern=True)
+        except UnsafeUri as refusal:
+            raise PolicyError(f"resources.{connection}: {pattern!r} is refused: {refusal}") from None
+
+
+# -- resource URIs -------------------------------------------------------------------------------
+
+class UnsafeUri(ValueError):
+    """A resource URI that upstreams may resolve differently from how it reads; the message says why."""
+
+
+# scheme ":" ["//" authority] path ["?" query] ["#" fragment], every part optional here (RFC 3986
+# appendix B); the checks below decide what is acceptable.
+_PARTS = re.compile(r"(?:([A-Za-z][A-Za-z0-9+.-]*):)?(?://([^/?#]*))?([^?#]*)(.*)", re.DOTALL)
+_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+_MALFORMED_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+# Controls and backslashes anywhere; in the path, an encoded / or \ as well.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\\\\]")
+_UNSAFE_IN_PATH = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\\\\]|%(?:2[Ff]|5[Cc])")
+# A piece of dots (and spaces: Windows drops trailing ones) between two places where a reader of
+# a path, query or fragment may cut the text. Possessive, so it never backtracks.
+_DOT_SEGMENT = re.compile(r"[/\\?#&=;:] *+\.[. ]*+(?=\Z|[/\\?#&=;:])")  # searched in "/" + text
+_DRIVE_AFTER_START = re.compile(r"/[^/]*/[A-Za-z]:(?:/|\Z)")
+# The common case, decided by one match: a URI in canonical form (lower-case scheme and host) with
+# nothing to refuse (its path segments start with a letter, digit, "_", "~" or "-", so none is
+# made of dots; no "%", "\\", ":", "?", "#" or control character). Possessive: no backtracking.
+_PLAIN = re.compile(r"[a-z][a-z0-9+.-]*+:(?://(?:[a-z0-9-]++(?:\.[a-z0-9-]++)*+(?::[0-9]++)?+)?+)?+"
+                    r"(?:/[A-Za-z0-9_~-][A-Za-z0-9._~-]*+)*+")
+_DECODINGS = 3  # percent-decoding rounds checked: an upstream that decodes twice is not unheard of
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def canonical_uri(uri: str, *, pattern: bool = False) -> str:
+    """``uri`` as the policy decides on it, or ``UnsafeUri`` when it must be refused (see the module
+    docstring). With ``pattern``, ``*`` is an ordinary character and no scheme is needed (``*``,
+    ``*.pdf``); a host holding ``*`` must already be in lower case (``*`` may stand for more than
+    a host, so it cannot be lowered safely)."""
+    return uri if _PLAIN.fullmatch(uri) else _canonical(uri, pattern)
+
+
+def _canonical(uri: str, pattern: bool) -> str:
+    if _MALFORMED_ESCAPE.search(uri):
+        raise UnsafeUri("a % is not followed by two hex digits")
+    scheme, authority, path, rest = _PARTS.fullmatch(uri).groups()
+    if scheme is None and not pattern:
+        raise UnsafeUri("it has no scheme (such as file: or https:)")
+    if authority:
+        _refuse_ambiguity(authority, _UNSAFE_IN_PATH)
+    # A pattern without a scheme (*, *.pdf) has no path whose shape could be judged.
+    _refuse_ambiguity(path, _UNSAFE_IN_PATH, is_path=scheme is not None)
+    if rest:
+        _refuse_ambiguity(rest, _UNSAFE)
+    if scheme is None:  # nothing to put in canonical form
+        return _upper_escapes(uri)
+    canonical = scheme.lower() + ":"  # ASCII, as _PARTS matched it
+    if authority is not None:
+        userinfo, at, host = authority.rpartition("@")
+        lowered = host.lower() if host.isascii() else host.translate(_ASCII_LOWER)
+        if pattern and ANY in host and lowered != host:
+            raise UnsafeUri("a host with * in a pattern must be written in lower case (hosts are compared in "
+                            "lower case)")
+        canonical += "//" + userinfo + at + lowered
+    return _upper_escapes(canonical + path + rest)
+
+
+def _upper_escapes(text: str) -> str:
+    return _ESCAPE.sub(lambda escape: escape.group().upper(), text) if "%" in text else text
+
+
+def _refuse_ambiguity(text: str, unsafe: re.Pattern, is_path: bool = False) -> None:
+    """Refuse ``text`` (a URI's authority, path, or query and fragment) if it holds something
+    readers disagree on, as it is or as a reader may turn it: Unicode compatibility folding
+    (NFKC, which makes "．．" of "..", "／" of "/") and percent-decoding, in any order, up to
+    ``_DECODINGS`` times."""
+    for _ in range(_DECODINGS + 1):
+        if not text.isascii():
+            text = unicodedata.normalize("NFKC", text)
+        found = unsafe.search(text)
+        if found is not None:
+            what = found.group()
+            raise UnsafeUri("it contains a backslash, a path separator to some upstreams" if what == "\\" else
+                            "it contains an encoded / or \\ (%2F, %5C) before its query, which some upstreams "
+                            "decode into a separator" if what.startswith("%") else "it contains a control character")
+        if _DOT_SEGMENT.search("/" + text):
+            raise UnsafeUri("it has a . or .. segment (possibly percent-encoded), which could lead outside "
+                            "the allowed path")
+        if is_path and "//" in text:
+            # Readers that join the rest of a path to a base directory take "/docs//etc" as "/etc".
+            raise UnsafeUri("its path has an empty segment (//)")
+        if is_path and _DRIVE_AFTER_START.search(text):
+            raise UnsafeUri("its path has a drive letter (C:) after its start")
+        if "%" not in text:
+            return
+        try:
+            decoded = unquote(text, errors="strict")
+        except UnicodeDecodeError:
+            raise UnsafeUri("its percent-escapes do not decode as UTF-8") from None
+        if decoded == text:
+            return
+        text = decoded
+    raise UnsafeUri(f"it is percent-encoded more than {_DECODINGS} times over")
+
+
+# -- matching names ------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Glob:
+    """A pattern with ``*``: the literal head (before the first ``*``), the tail (after the last)
+    and the literals between, each searched for once, leftmost, with no backtracking."""
+
+    head: str
+    tail: str
+    middle: tuple[re.Pattern, ...]  # re.escape'd literals: re searches a literal in linear time
+    shortest: int  # the length of the shortest name it matches
+
+    @classmethod
+    def of(cls, pattern: str) -> "Glob":
+        head, *middle, tail = pattern.split(ANY)
+        middle = [m for m in middle if m]
+        return cls(head, tail, tuple(re.compile(re.escape(m)) for m in middle),
+                   len(head) + len(tail) + sum(map(len, middle)))
+
+    def matches(self, name: str) -> bool:
+        if len(name) < self.shortest or not name.startswith(self.head) or not name.endswith(self.tail):
+            return False
+        position, end = len(self.head), len(name) - len(self.tail)
+        for literal in self.middle:
+            found = literal.search(name, position, end)
+            if found is None:
+                return False
+            position = found.end()
+        return True
 
 
 @dataclass(frozen=True, slots=True)
 class NameSet:
-    """Names allowed on one connection (or on all): exact ones in a set, wildcards in a regex."""
+    """Names allowed on one connection (or on all): exact ones in a set, patterns with ``*`` by the
+    length and text of their head; ``True`` stands for ``HEAD*`` (every name with that head)."""
 
     exact: frozenset[str]
-    wild: re.Pattern | None
+    heads: tuple[tuple[int, dict[str, "tuple[Glob, ...] | bool"]], ...]
     everything: bool
+    wild: bool  # any pattern with * at all
+    longest: int  # a longer name is never in the set, whatever the patterns
 
     @classmethod
-    def of(cls, patterns: Iterable[str]) -> "NameSet":
-        patterns = list(patterns)
-        return cls(frozenset(p for p in patterns if ANY not in p), _pattern_regex(patterns), ANY in patterns)
+    def of(cls, patterns: Iterable[str], longest: int) -> "NameSet":
+        patterns = set(patterns)
+        by_head: dict[int, dict[str, list[Glob]]] = {}
+        for pattern in patterns:
+            if ANY in pattern:
+                glob = Glob.of(pattern)
+                by_head.setdefault(len(glob.head), {}).setdefault(glob.head, []).append(glob)
+        heads = tuple(
+            (length, {head: True if any(not g.tail and not g.middle for g in globs) else tuple(globs)
+                      for head, globs in groups.items()})
+            for length, groups in sorted(by_head.items()))
+        return cls(frozenset(p for p in patterns if ANY not in p), heads, ANY in patterns, bool(heads), longest)
 
     def __contains__(self, name: str) -> bool:
-        return self.everything or name in self.exact or (self.wild is not None and self.wild.fullmatch(name) is not None)
+        # Exact names are never longer than the limit (normalize refuses such patterns).
+        return name in self.exact or (self.wild and len(name) <= self.longest and self._matches(name))
+
+    def _matches(self, name: str) -> bool:
+        if self.everything:
+            return True
+        for length, groups in self.heads:
+            globs = groups.get(name[:length])
+            if globs is True:
+                return True
+            if globs is not None and any(glob.matches(name) for glob in globs):
+                return True
+        return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,8 +323,11 @@ class Layer:
         kinds = {}
         for kind in KINDS:
             mapping = doc[kind]
-            everywhere = NameSet.of(mapping[ANY]) if ANY in mapping else None
-            kinds[kind] = (everywhere, {c: NameSet.of(names) for c, names in mapping.items() if c != ANY})
+            if kind == "resources":  # decided on canonical URIs, so matched against canonical patterns
+                mapping = {c: [canonical_uri(n, pattern=True) for n in names] for c, names in mapping.items()}
+            longest = MAX_NAME_LENGTH[kind]
+            everywhere = NameSet.of(mapping[ANY], longest) if ANY in mapping else None
+            kinds[kind] = (everywhere, {c: NameSet.of(names, longest) for c, names in mapping.items() if c != ANY})
         return cls(kinds, frozenset(doc["manage"]))
 
     def allows(self, kind: str, connection_id: str, name: str) -> bool:
@@ -160,6 +350,13 @@ class Policy:
             raise PolicyError("a policy needs at least one permission document")
 
     def allows(self, kind: str, connection_id: str, name: str) -> bool:
+        if kind == "resources":  # decided on the canonical URI; one that must be refused never is allowed
+            if len(name) > MAX_NAME_LENGTH[kind]:
+                return False
+            try:
+                name = canonical_uri(name)
+            except UnsafeUri:
+                return False
         for layer in self.layers:
             if not layer.allows(kind, connection_id, name):
                 return False
@@ -217,7 +414,9 @@ class Unclassified(Exception):
 
 
 def target_of(method: str, params: Mapping[str, Any] | None) -> Target | None:
-    """The tool, prompt or resource a request acts on; ``None`` for one that acts on none."""
+    """The tool, prompt or resource a request acts on; ``None`` for one that acts on none. A name
+    no policy could allow (too long, or a resource URI that is refused) is ``Unclassified``, with
+    a reason a person understands."""
     if method in PASS_METHODS or method in LIST_METHODS or method.startswith("notifications/"):
         return None
     params = params or {}
@@ -226,19 +425,35 @@ def target_of(method: str, params: Mapping[str, Any] | None) -> Target | None:
         name = params.get(field)
         if not isinstance(name, str):
             raise Unclassified(f"{method} needs a string params.{field}")
-        return Target(kind, name)
+        return _decidable(Target(kind, name))
     if method == "completion/complete":
-        ref = params.get("ref") or {}
+        ref = params.get("ref")
+        ref = ref if isinstance(ref, Mapping) else {}
         if ref.get("type") == "ref/prompt" and isinstance(ref.get("name"), str):
-            return Target("prompts", ref["name"])
+            return _decidable(Target("prompts", ref["name"]))
         if ref.get("type") == "ref/resource" and isinstance(ref.get("uri"), str):
-            return Target("resources", ref["uri"])
+            return _decidable(Target("resources", ref["uri"]))
         raise Unclassified("completion/complete needs a prompt or resource reference")
     raise Unclassified(f"method {method!r} is not allowed through the gateway")
 
 
+def _decidable(target: Target) -> Target:
+    limit = MAX_NAME_LENGTH[target.kind]
+    if len(target.name) > limit:
+        noun = "URIs" if target.kind == "resources" else "names"
+        raise Unclassified(f"{target.label} {noun} are limited to {limit} characters; this one has {len(target.name)}")
+    if target.kind == "resources":
+        try:
+            canonical_uri(target.name)
+        except UnsafeUri as refusal:
+            raise Unclassified(f"resource URI {target.name!r} is refused: {refusal}") from None
+    return target
+
+
 def filter_listing(policy: Policy, connection_id: str, method: str, result: Any) -> Any:
-    """A ``*/list`` result with only the entries ``policy`` allows on ``connection_id``."""
+    """A ``*/list`` result with only the entries ``policy`` allows on ``connection_id``. Resource
+    entries are decided like requests for them: an unsafe URI is left out whatever the policy; a
+    URI template (``file:///docs/{name}``) is decided on its text as written."""
     kind, field, key = LIST_METHODS[method]
     if not isinstance(result, dict) or not isinstance(result.get(field), list):
         return result

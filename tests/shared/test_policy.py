@@ -13,17 +13,21 @@ from shared.policy import (
 )
 
 CONNECTIONS = ["conn_a", "conn_b", "conn_c"]
-# Letters, "_" and "*" only: fnmatch gives "?" and "[" meanings our patterns do not have.
-name_text = st.text(alphabet="ABab_", min_size=1, max_size=6)
+# Letters, "_" and "*" only: fnmatch gives "?" and "[" meanings our patterns do not have. Some
+# names carry a scheme, "x:", as resource URIs must (a resource name without one is refused).
+name_text = st.builds(lambda scheme, text: scheme + text, st.sampled_from(["", "x:"]),
+                      st.text(alphabet="ABab_", min_size=1, max_size=6))
 pattern = st.one_of(name_text, st.builds(lambda a, b: a + "*" + b, st.text("ABab_", max_size=3), st.text("ABab_", max_size=3)),
-                    st.just("*"), st.builds(lambda a: "*" + a + "*", name_text))
+                    st.just("*"), st.builds(lambda a: "*" + a + "*", name_text), st.just("x:*"))
 grants = st.dictionaries(st.sampled_from(CONNECTIONS + ["*"]), st.lists(pattern, max_size=4), max_size=4)
 documents = st.fixed_dictionaries({}, optional={kind: grants for kind in KINDS})
 
 
 def reference_allows(docs, kind, connection, name) -> bool:
     """The obvious reading of the model: every document must have some entry, for this
-    connection or for *, with some pattern matching the whole name."""
+    connection or for *, with some pattern matching the whole name. A resource URI needs a scheme."""
+    if kind == "resources" and not name.startswith("x:"):
+        return False
     for doc in docs:
         mapping = doc.get(kind, {})
         if not any(fnmatchcase(name, p) for key in (connection, "*") for p in mapping.get(key, [])):

@@ -1,4 +1,6 @@
-"""A real upstream MCP server for tests, built with the `mcp` SDK: tools ``echo`` and ``add``.
+"""A real upstream MCP server for tests, built with the `mcp` SDK: tools ``echo`` and ``add``,
+resources ``file:///docs/readme`` and ``file:///private/plan`` (one inside ``file:///docs/``, one
+outside, for resource permissions).
 
 Run as ``python -m tests.upstreams.echo_server PORT [HEADER_LOG] [--require-bearer TOKEN]``.
 Every request's method, path, headers and body (as text, and its exact bytes in base64) are
@@ -31,6 +33,14 @@ def build(header_log: str | None, required_bearer: str | None = None):
     def add(a: int, b: int) -> int:
         """Add two integers."""
         return a + b
+
+    @server.resource("file:///docs/readme", name="readme", mime_type="text/plain")
+    def readme() -> str:
+        return "the docs' readme"
+
+    @server.resource("file:///private/plan", name="plan", mime_type="text/plain")
+    def plan() -> str:
+        return "the private plan"
 
     @server.tool()
     async def count_slowly(ctx: Context, steps: int = 3, interval: float = 1.0) -> str:
