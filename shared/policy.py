@@ -380,8 +380,12 @@ def role_document(role: str, custom_roles: Mapping[str, Mapping[str, Any]]) -> M
 # Methods that name no tool, prompt or resource, and pass as they are.
 PASS_METHODS = frozenset({
     "initialize", "ping", "server/discover", "logging/setLevel", "subscriptions/listen",
-    "tasks/get", "tasks/result", "tasks/cancel", "tasks/list",
 })
+# Tasks (``tasks/get``, ``tasks/result``, ``tasks/list``, ``tasks/cancel``, and requests asking
+# for one with ``params.task``) are refused: a task id is not bound to the key that created it (as
+# session ids are, in the data plane), so one key could read or cancel another's results.
+TASKS_REFUSED = ("tasks are not available through the gateway yet: a task's results are not yet "
+                 "bound to the API key that started it")
 # Methods whose answers list tools, prompts or resources; the answer is filtered per caller.
 LIST_METHODS = {
     "tools/list": ("tools", "tools", "name"),
@@ -417,6 +421,8 @@ def target_of(method: str, params: Mapping[str, Any] | None) -> Target | None:
     """The tool, prompt or resource a request acts on; ``None`` for one that acts on none. A name
     no policy could allow (too long, or a resource URI that is refused) is ``Unclassified``, with
     a reason a person understands."""
+    if method.startswith("tasks/") or (isinstance(params, Mapping) and "task" in params):
+        raise Unclassified(TASKS_REFUSED)
     if method in PASS_METHODS or method in LIST_METHODS or method.startswith("notifications/"):
         return None
     params = params or {}

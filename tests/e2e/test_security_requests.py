@@ -418,3 +418,20 @@ def test_an_event_that_never_ends_is_cut_off_without_stalling_the_gateway(gatewa
     # 1.5 s of event-loop time for 4 MiB), and /health kept answering meanwhile.
     assert cpu_seconds(pid) - cpu_before < 5
     assert max(slowest) < 1.0, f"/health stalled {max(slowest):.2f}s"
+
+
+# -- item 18: tasks ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("method, params", [
+    ("tasks/get", {"taskId": "another-keys-task"}), ("tasks/result", {"taskId": "another-keys-task"}),
+    ("tasks/cancel", {"taskId": "another-keys-task"}), ("tasks/list", {}),
+    ("tools/call", {"name": "echo", "arguments": {"text": "later"}, "task": {"ttl": 60000}}),
+])
+def test_tasks_are_refused_and_never_reach_the_upstream(gateway, upstream, echo, echo_only, method, params):
+    before = len(upstream.requests())
+    body = rpc(method, params, request_id=18)
+    response = post(gateway, echo, echo_only, body)
+    answer = response.json()
+    assert answer["id"] == 18 and answer["error"]["code"] == -32003
+    assert "tasks are not available through the gateway" in answer["error"]["message"]
+    assert received(upstream, before) == []

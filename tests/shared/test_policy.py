@@ -108,3 +108,12 @@ def test_what_each_method_acts_on(method, params, expected):
 def test_undecidable_requests_are_refused(method, params):
     with pytest.raises(Unclassified):
         target_of(method, params)
+
+
+@pytest.mark.parametrize("method, params", [
+    ("tasks/get", {"taskId": "t-1"}), ("tasks/result", {"taskId": "t-1"}), ("tasks/cancel", {"taskId": "t-1"}),
+    ("tasks/list", {}), ("tools/call", {"name": "echo", "arguments": {}, "task": {"ttl": 60000}}),
+])
+def test_tasks_are_refused_until_their_ids_are_bound_to_a_key(method, params):
+    with pytest.raises(Unclassified, match="tasks are not available through the gateway"):
+        target_of(method, params)
