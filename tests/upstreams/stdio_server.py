@@ -1,7 +1,9 @@
 """A real stdio MCP server for tests, built with the `mcp` SDK's ``MCPServer``.
 
-Run as ``python -m tests.upstreams.stdio_server`` (it speaks JSON-RPC on stdin/stdout, like the
-servers people start with ``uvx …``). Tools ``echo``, ``add``, ``whoami`` (its own pid, so a test
+Run as ``python tests/upstreams/stdio_server.py`` (``tests.support.STDIO_SERVER``: a bridged
+child works in an empty directory, where ``-m tests…`` would not import) or ``python -m
+tests.upstreams.stdio_server``; it speaks JSON-RPC on stdin/stdout, like the servers people start
+with ``uvx …``. Tools ``echo``, ``add``, ``whoami`` (its own pid, so a test
 can tell a restarted process from the first one), ``env`` (the value of one environment
 variable, so a test can check what the bridge passed in), ``header`` (one header of the HTTP
 request that carried the call; always empty on stdio) and ``surroundings`` (its user, groups,
