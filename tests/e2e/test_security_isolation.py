@@ -13,6 +13,7 @@ import pwd
 import secrets
 import shlex
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -269,12 +270,19 @@ async def test_stdio_children_run_as_mesh_stdio_user_and_cannot_read_the_data_di
 
 def test_a_stdio_user_that_does_not_exist_stops_mesh_up_with_a_clear_message(tmp_path, redis_url):
     gateway = Gateway(tmp_path, redis_url, env={"MESH_STDIO_USER": "no-such-user-of-mesh-tests"})
-    result = subprocess.run([MESH, "up"], env=gateway.env, cwd=ROOT, capture_output=True, text=True, timeout=60)
-    output = result.stdout + result.stderr
-    assert result.returncode != 0
+    up = subprocess.Popen([MESH, "up"], env=gateway.env, cwd=ROOT, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+    try:
+        output, _ = up.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        up.send_signal(signal.SIGINT)  # mesh up stops its children (each in a session of its own)
+        output, _ = up.communicate(timeout=30)
+        pytest.fail(f"mesh up kept running with an unusable MESH_STDIO_USER:\n{output}")
+    finally:
+        delete_prefix(redis_url, gateway.prefix)
+    assert up.returncode != 0
     assert "MESH_STDIO_USER=no-such-user-of-mesh-tests: no such user" in output
     assert "Traceback" not in output and "MCP Mesh is up" not in output
-    delete_prefix(redis_url, gateway.prefix)
 
 
 def test_a_bridge_that_is_not_root_refuses_to_run_stdio_servers_as_another_user(nobody, python_for_nobody):
