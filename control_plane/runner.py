@@ -1,16 +1,26 @@
 """``mesh up``: one command that runs the whole gateway on one machine.
 
-Children: a local ``redis-server`` (only when no Redis is configured and none answers on
-127.0.0.1:6379), the control plane under gunicorn on 127.0.0.1:CONTROL_PLANE_PORT, the bridge
-for stdio and sse connections on 127.0.0.1:MESH_BRIDGE_PORT (it supervises the stdio commands
-itself), and the data plane (mitmproxy) on HOST:PORT. The data plane and the bridge share a
-token drawn afresh for each run, handed over in their environment. This process checks the
+Children: a ``redis-server`` of its own when ``REDIS_URL`` is not set (on a unix socket in the
+data dir, with a password: ``local_redis.py``), the control plane under gunicorn on
+127.0.0.1:CONTROL_PLANE_PORT, the bridge for stdio and sse connections on
+127.0.0.1:MESH_BRIDGE_PORT (it supervises the stdio commands itself), and the data plane
+(mitmproxy) on HOST:PORT. The data plane and the bridge share a token drawn afresh for each run,
+handed over in their environment and kept in ``<data dir>/bridge.token`` (0600) while the run
+lasts, for operators (and tests) reading the bridge's ``/health``. This process checks the
 vault's keys (creating them on a first run), migrates the database, creates the first admin on
 an empty one, then runs the snapshot reconciler once a second until Ctrl-C or SIGTERM, and stops
 every child on the way out. If a child dies, everything stops with a non-zero exit.
 
-The data plane and the bridge get the data-plane key (its file's path, or ``MESH_DATAPLANE_KEY``)
-and never the master key: ``ENCRYPTION_KEY`` is removed from their environment.
+Each child gets only the settings it needs, built here rather than inherited:
+- the control plane: this process's environment and every setting (it holds the database and
+  the master key);
+- the data plane and the bridge: what a process needs to run (``PROCESS_BASICS``), the Redis
+  URL, the bridge token and ``MESH_DATAPLANE_KEY`` if set, and on their command lines the paths
+  of their own key files only (``dataplane.key``; ``session.key`` for the data plane); the
+  bridge also ``MESH_STDIO_USER``. Never ``DATABASE_URL``, ``ENCRYPTION_KEY*`` or the data dir;
+- redis-server: ``PROCESS_BASICS`` and its configuration on stdin.
+Secrets never go on a command line (every local user can read those in ``ps``): the Redis URL,
+which may carry a password, travels in ``REDIS_URL``.
 """
 
 from __future__ import annotations
@@ -24,16 +34,22 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import replace
 
 import redis
 import sqlalchemy as sa
 
+from control_plane import local_redis
 from control_plane.settings import Settings
 
 log = logging.getLogger("mesh")
 
-# The data plane must be able to unwrap only what was sealed for it.
-MASTER_KEY_VARIABLES = ("ENCRYPTION_KEY", "ENCRYPTION_KEY_PREVIOUS")
+# What any child needs from this process's environment to run: where programs are, who and
+# where it is, the locale, and an import path for a source checkout. The bridge passes HOME,
+# LOGNAME, PATH, SHELL, TERM and USER on to stdio servers (the SDK's default list).
+PROCESS_BASICS = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "TERM", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR",
+                  "PYTHONPATH")
+BRIDGE_TOKEN_FILE = "bridge.token"
 
 
 def redis_answers(url: str) -> bool:
@@ -70,60 +86,87 @@ class GatewayRunner:
         self.out = out or sys.stdout
         self.children: list[tuple[str, subprocess.Popen]] = []
         self._stopping = False
-        self._bridge_env = {"MESH_BRIDGE_TOKEN": secrets.token_urlsafe(32)}
+        self._bridge_token = secrets.token_urlsafe(32)
 
     def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
 
     # -- children -----------------------------------------------------------------------------
 
-    def _spawn(self, name: str, argv: list[str], extra_env: dict[str, str] | None = None,
-               withhold: tuple[str, ...] = ()) -> subprocess.Popen:
-        env = {k: v for k, v in {**os.environ, **self.settings.child_env(), **(extra_env or {})}.items()
-               if k not in withhold}
-        proc = subprocess.Popen(argv, env=env, start_new_session=True)
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str], config: str | None = None) -> subprocess.Popen:
+        """Start a child with exactly ``env``; ``config``, if any, is written to its stdin."""
+        proc = subprocess.Popen(argv, env=env, start_new_session=True,
+                                stdin=subprocess.PIPE if config is not None else None)
         self.children.append((name, proc))
+        if config is not None:
+            proc.stdin.write(config.encode())
+            proc.stdin.close()
         return proc
+
+    @staticmethod
+    def _basics() -> dict[str, str]:
+        return {name: os.environ[name] for name in PROCESS_BASICS if name in os.environ}
+
+    def _plane_env(self) -> dict[str, str]:
+        """The environment of the data plane and the bridge (see the module docstring)."""
+        s = self.settings
+        env = {**self._basics(), "REDIS_URL": s.redis_url, "MESH_BRIDGE_TOKEN": self._bridge_token}
+        if s.dataplane_key:
+            env["MESH_DATAPLANE_KEY"] = s.dataplane_key
+        return env
 
     def _start_redis(self) -> None:
         if self.settings.redis_url_configured:
             if not redis_answers(self.settings.redis_url):
                 self.say("warning: REDIS_URL does not answer yet; the gateway keeps retrying")
             return
-        if redis_answers(self.settings.redis_url):
-            return
+        data_dir = self.settings.data_dir
+        try:
+            local_redis.check_socket_path(data_dir)
+        except ValueError as error:
+            raise SystemExit(f"error: {error}") from None
         server = shutil.which("redis-server")
         if server is None:
-            raise SystemExit("no Redis answers on 127.0.0.1:6379 and redis-server is not installed: "
-                             "run `make install` (it installs redis-server), or set REDIS_URL")
-        self._spawn("redis", [server, "--bind", "127.0.0.1", "--port", "6379", "--save", "", "--appendonly", "no",
-                              "--dir", str(self.settings.data_dir)])
+            raise SystemExit("redis-server is not installed: run `make install` (it installs redis-server), "
+                             "or set REDIS_URL")
+        self._spawn("redis", [server, "-"], self._basics(),
+                    config=local_redis.server_config(data_dir, local_redis.read_password(data_dir)))
         if not wait_until(lambda: redis_answers(self.settings.redis_url), 10):
             raise SystemExit("the local redis-server did not start")
-        self.say("started a local redis-server on 127.0.0.1:6379")
+        self.say(f"started a redis-server of its own on {local_redis.socket_path(data_dir)} (password in "
+                 f"{local_redis.password_file(data_dir)})")
 
     def _start_planes(self) -> None:
         s = self.settings
+        self._write_bridge_token()
         self._spawn("control plane", [
             sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{s.control_plane_port}", "--workers", "2",
             "--worker-class", "uvicorn_worker.UvicornWorker", "--log-level", "warning", "--graceful-timeout", "5",
             "control_plane.asgi:create_asgi_app()",
-        ])
+        ], {**os.environ, **s.child_env()})
+        key_file = [] if s.dataplane_key else ["--dataplane-key-file", str(s.dataplane_key_file)]
         self._spawn("bridge", [
-            sys.executable, "-m", "dataplane_addon.bridge", "--port", str(s.bridge_port), "--redis-url", s.redis_url,
-            "--redis-prefix", s.redis_prefix,
-            *([] if s.dataplane_key else ["--dataplane-key-file", str(s.dataplane_key_file)]),
-        ], self._bridge_env, withhold=MASTER_KEY_VARIABLES)
+            sys.executable, "-m", "dataplane_addon.bridge", "--port", str(s.bridge_port),
+            "--redis-prefix", s.redis_prefix, *key_file, "--allow-private-upstreams", s.allow_private_upstreams,
+            "--gateway-ports", ",".join(str(p) for p in sorted(s.address_rules().own_ports)),
+        ], {**self._plane_env(), **({"MESH_STDIO_USER": s.stdio_user} if s.stdio_user else {})})
         self._spawn("data plane", [
             sys.executable, "-m", "dataplane_addon", "--listen-host", s.listen_host, "--port", str(s.port),
             "--control-plane", f"127.0.0.1:{s.control_plane_port}", "--bridge", f"127.0.0.1:{s.bridge_port}",
-            "--redis-url", s.redis_url,
             "--redis-prefix", s.redis_prefix, "--body-size-limit", s.max_request_body,
             "--upstream-timeout", str(s.upstream_timeout), "--body-read-timeout", str(s.body_read_timeout),
             "--session-secret-file", str(self._session_secret()),
             "--allow-private-upstreams", s.allow_private_upstreams, "--metrics-listen", s.metrics_listen,
-            *([] if s.dataplane_key else ["--dataplane-key-file", str(s.dataplane_key_file)]),
-        ], self._bridge_env, withhold=MASTER_KEY_VARIABLES)
+            *key_file,
+        ], {**self._plane_env(), **({"MESH_METRICS_TOKEN": s.metrics_token} if s.metrics_token else {})})
+
+    def _write_bridge_token(self) -> None:
+        """This run's bridge token, readable by the data dir's owner only, for ``/health``."""
+        path = self.settings.data_dir / BRIDGE_TOKEN_FILE
+        path.unlink(missing_ok=True)  # a previous run's, perhaps with other permissions
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(self._bridge_token + "\n")
 
     def _session_secret(self):
         """The secret binding MCP sessions to callers; kept, so sessions survive a restart."""
@@ -136,6 +179,7 @@ class GatewayRunner:
 
     def stop(self) -> None:
         self._stopping = True
+        (self.settings.data_dir / BRIDGE_TOKEN_FILE).unlink(missing_ok=True)
         for _name, proc in reversed(self.children):
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -162,6 +206,12 @@ class GatewayRunner:
             self.settings.address_rules()
         except ValueError as error:
             raise SystemExit(f"error: MESH_ALLOW_PRIVATE_UPSTREAMS: {error}") from None
+        if not self.settings.redis_url_configured:  # our own Redis: its password, before anyone connects
+            try:
+                password = local_redis.ensure_password(self.settings.data_dir)
+            except (OSError, ValueError) as error:
+                raise SystemExit(f"error: {error}") from None
+            self.settings = replace(self.settings, redis_url=local_redis.url(self.settings.data_dir, password))
         vault = Vault(self.settings)
         try:
             vault.check()  # a bad ENCRYPTION_KEY stops here, before anything starts

@@ -3,7 +3,10 @@
 - ``MESH_DATA_DIR``  (default ``./data``) where SQLite, keys and the local Redis live
 - ``DATABASE_URL``   (default ``sqlite:///<data dir>/mesh.db``); ``postgresql://…`` uses psycopg,
                      ``mysql://…`` or ``mariadb://…`` uses PyMySQL
-- ``REDIS_URL``      (default: ``redis://127.0.0.1:6379/0``, started by ``mesh up`` if none answers)
+- ``REDIS_URL``      ``redis://[user:password@]host:port/db``, ``rediss://…`` (TLS) or
+                     ``unix://[user:password@]/path?db=N``. Unset: the Redis ``mesh up`` runs itself
+                     on a unix socket in the data dir, with the password of
+                     ``<data dir>/redis.password`` (``control_plane.local_redis``)
 - ``MESH_REDIS_PREFIX`` key prefix in Redis (default ``mesh``)
 - ``PORT``           the gateway's single front door (default 3000)
 - ``HOST``           the address it listens on (default 127.0.0.1; 0.0.0.0 in containers)
@@ -17,8 +20,6 @@
 - ``ENCRYPTION_KEY_PREVIOUS`` during a rotation with ``ENCRYPTION_KEY``: the key being replaced
 - ``MESH_DATAPLANE_KEY`` the key secrets are wrapped under for the data plane; unset: the file
                      ``<data dir>/dataplane.key``, generated on first run
-
-The key values are kept out of ``repr`` so a logged ``Settings`` never shows them.
 - ``MESH_BRIDGE_PORT`` the bridge's port on 127.0.0.1 for stdio and sse connections (default PORT + 2)
 - ``MESH_ALLOW_PRIVATE_UPSTREAMS`` comma-separated CIDRs of loopback/private addresses that
                      connections registered over the network may reach (default: none)
@@ -26,6 +27,11 @@ The key values are kept out of ``repr`` so a logged ``Settings`` never shows the
                      port (default: none, so they are closed there)
 - ``MESH_METRICS_LISTEN`` HOST:PORT serving ``/metrics`` and the detailed ``/health`` without a
                      token (default: nowhere)
+- ``MESH_STDIO_USER`` a user name or uid the bridge runs stdio servers as (needs root); unset:
+                     the gateway's own user
+
+The key values and the URLs (which may carry passwords) are kept out of ``repr`` so a logged
+``Settings`` never shows them.
 """
 
 from __future__ import annotations
@@ -34,9 +40,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from control_plane import local_redis
 from shared.upstream_addresses import AddressRules
-
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 def normalize_database_url(url: str) -> str:
@@ -59,8 +64,8 @@ def normalize_database_url(url: str) -> str:
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path
-    database_url: str
-    redis_url: str
+    database_url: str = field(repr=False)
+    redis_url: str = field(repr=False)
     redis_url_configured: bool
     redis_prefix: str
     port: int
@@ -84,6 +89,7 @@ class Settings:
     allow_private_upstreams: str = ""
     metrics_token: str | None = field(default=None, repr=False)
     metrics_listen: str = ""
+    stdio_user: str | None = None
 
     def address_rules(self) -> AddressRules:
         """Where upstream calls may go (``shared.upstream_addresses``): never to the gateway's own
@@ -126,7 +132,7 @@ class Settings:
         return cls(
             data_dir=directory,
             database_url=normalize_database_url(database_url),
-            redis_url=env.get("REDIS_URL") or DEFAULT_REDIS_URL,
+            redis_url=env.get("REDIS_URL") or local_redis.url(directory, _local_redis_password(directory)),
             redis_url_configured=bool(env.get("REDIS_URL")),
             redis_prefix=env.get("MESH_REDIS_PREFIX") or "mesh",
             port=port,
@@ -142,4 +148,12 @@ class Settings:
             allow_private_upstreams=env.get("MESH_ALLOW_PRIVATE_UPSTREAMS") or "",
             metrics_token=env.get("MESH_METRICS_TOKEN") or None,
             metrics_listen=env.get("MESH_METRICS_LISTEN") or "",
+            stdio_user=env.get("MESH_STDIO_USER") or None,
         )
+
+
+def _local_redis_password(data_dir: Path) -> str | None:
+    try:
+        return local_redis.read_password(data_dir)
+    except (OSError, ValueError):
+        return None  # `mesh up` says what is wrong with the file; a command just cannot publish

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 
 from mitmproxy import options
@@ -24,6 +25,7 @@ from mitmproxy.proxy import mode_servers
 from dataplane_addon.chain import build_chain
 
 DEFAULT_BODY_LIMIT = "4m"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 # mitmproxy's own cap, on requests and responses alike: a memory guard well above any MCP
 # request (those are limited to --body-size-limit by the routing addon, with a JSON answer).
 HARD_BODY_CAP = "64m"
@@ -36,7 +38,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--control-plane", default="127.0.0.1:3001", help="HOST:PORT of the Flask app")
     parser.add_argument("--bridge", default="127.0.0.1:3002",
                         help="HOST:PORT of the bridge for stdio and sse connections (token: MESH_BRIDGE_TOKEN)")
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    # A URL carrying a password belongs in the environment: a command line is visible to every local user.
+    parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL,
+                        help="default: REDIS_URL from the environment, else " + DEFAULT_REDIS_URL)
     parser.add_argument("--redis-prefix", default="mesh")
     parser.add_argument("--body-size-limit", default=DEFAULT_BODY_LIMIT, help="larger requests get 413")
     parser.add_argument("--upstream-timeout", type=float, default=60.0,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -21,6 +22,10 @@ ROOT = Path(__file__).resolve().parent.parent
 REDIS_URL = os.environ.get("MESH_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 # The installed console script, exactly as a user runs it.
 MESH = str(Path(sys.executable).with_name("mesh"))
+# The SDK-built stdio server of tests/upstreams, as a command line for a stdio connection. Run
+# as a script: a stdio child works in an empty directory of its own, where `-m tests…` would
+# not import.
+STDIO_SERVER = shlex.join([sys.executable, str(ROOT / "tests" / "upstreams" / "stdio_server.py")])
 
 
 def free_port() -> int:
@@ -121,22 +126,6 @@ class ScriptedUpstream:
         return [json.loads(line) for line in self.log_path.read_text().splitlines() if line.strip()]
 
 
-def process_with(*words: str) -> int:
-    """The pid of the one running process whose command line holds all of ``words``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if all(word.encode() in argv for word in words):
-            found.append(int(entry.name))
-    assert len(found) == 1, f"expected one process with {words}, found {found}"
-    return found[0]
-
-
 def rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -150,29 +139,32 @@ def cpu_seconds(pid: int) -> float:
 
 
 class Gateway:
-    """`mesh up` in a subprocess with its own data dir, ports and Redis prefix."""
+    """`mesh up` in a subprocess with its own data dir, ports and Redis prefix.
 
-    def __init__(self, tmp: Path, redis_url: str = REDIS_URL, env: dict | None = None):
+    ``redis_url=None``: no ``REDIS_URL``, so `mesh up` runs a Redis of its own in the data dir."""
+
+    def __init__(self, tmp: Path, redis_url: str | None = REDIS_URL, env: dict | None = None,
+                 prefix: str | None = None):
         self.port = free_port()
         self.control_plane_port = free_port()
         self.bridge_port = free_port()
-        self.prefix = unique_prefix()
+        self.prefix = prefix or unique_prefix()
         self.redis_url = redis_url
         self.data_dir = tmp / "gateway-data"
         self.log_path = tmp / "gateway.log"
         self.metrics_token = f"metrics-{uuid.uuid4().hex}"
+        inherited = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
         self.env = {
-            **os.environ,
+            **inherited,
             "MESH_DATA_DIR": str(self.data_dir),
             "PORT": str(self.port),
             "CONTROL_PLANE_PORT": str(self.control_plane_port),
             "MESH_BRIDGE_PORT": str(self.bridge_port),
-            "REDIS_URL": redis_url,
             "MESH_REDIS_PREFIX": self.prefix,
             "MESH_METRICS_TOKEN": self.metrics_token,
+            **({"REDIS_URL": redis_url} if redis_url else {}),
             **(env or {}),
         }
-        self.env.pop("DATABASE_URL", None)
         self.proc: subprocess.Popen | None = None
         self.first_run_key: str | None = None
         self.cli_output: list[str] = []  # everything `mesh` commands printed, for tests that scan output
@@ -199,9 +191,6 @@ class Gateway:
     def log(self) -> str:
         return self.log_path.read_text()
 
-    def data_plane_pid(self) -> int:
-        return process_with("dataplane_addon", "--port", str(self.port))
-
     def metrics(self) -> httpx2.Response:
         """The data plane's /metrics, with the metrics token."""
         return httpx2.get(self.base + "/metrics", headers={"Authorization": f"Bearer {self.metrics_token}"}, timeout=5)
@@ -221,7 +210,8 @@ class Gateway:
             os.killpg(self.proc.pid, signal.SIGKILL)
             code = self.proc.wait()
         self._log.close()
-        delete_prefix(self.redis_url, self.prefix)
+        if self.redis_url:  # a Redis of mesh up's own went with it
+            delete_prefix(self.redis_url, self.prefix)
         return code
 
     def mesh(self, *args: str, input: str | None = None, env: dict | None = None) -> dict | list:
@@ -240,9 +230,37 @@ class Gateway:
         extra = [arg for entry in env for arg in ("--env", entry)]
         return self.mesh("connections", "add", "--name", name, "--stdio", command_line, *extra)["id"]
 
+    def bridge_token(self) -> str:
+        """This run's bridge token, as `mesh up` keeps it for operators (0600, in the data dir)."""
+        return (self.data_dir / "bridge.token").read_text().strip()
+
     def bridge_health(self) -> dict:
-        """The bridge's own /health (loopback, no token): per connection state, pid, restarts."""
-        return httpx2.get(f"http://127.0.0.1:{self.bridge_port}/health", timeout=5).json()["connections"]
+        """The bridge's own /health (loopback, with the token): per connection state, pid, restarts."""
+        response = httpx2.get(f"http://127.0.0.1:{self.bridge_port}/health", timeout=5,
+                              headers={"X-Mesh-Bridge-Token": self.bridge_token()})
+        assert response.status_code == 200, f"the bridge's /health answered {response.status_code}"
+        return response.json()["connections"]
+
+    def plane_pid(self, plane: str) -> int:
+        """The pid of this gateway's ``"data plane"`` or ``"bridge"`` process, found in /proc."""
+        module, port = {"data plane": ("dataplane_addon", self.port),
+                        "bridge": ("dataplane_addon.bridge", self.bridge_port)}[plane]
+        found = [pid for pid in all_pids() if f"-m\0{module}\0" in proc_cmdline(pid)
+                 and f"--port\0{port}\0" in proc_cmdline(pid)]
+        assert len(found) == 1, f"expected one {plane} process, found {found}"
+        return found[0]
+
+    def move_connection(self, connection_id: str, url: str) -> None:
+        """What a name whose DNS answer changes looks like to the gateway: the URL checked when the
+        connection was registered now leads somewhere else. Written straight into the database
+        (SQLite), past the services' checks; the reconciler publishes it within a second."""
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(f"sqlite:///{self.data_dir / 'mesh.db'}")
+        with engine.begin() as db:
+            db.execute(sa.text("UPDATE connections SET url = :url WHERE id = :id"), {"url": url, "id": connection_id})
+            db.execute(sa.text("UPDATE organizations SET policy_version = policy_version + 1"))
+        engine.dispose()
 
     def create_key(self, name: str, *extra: str) -> str:
         return self.mesh("keys", "create", "--name", name, *extra)["key"]
@@ -251,6 +269,24 @@ class Gateway:
         """A user who is a member with ``role`` (of the default org, unless ``org``)."""
         self.mesh("users", "create", "--email", email, "--password-stdin", input="a long enough password\n")
         self.mesh("members", "add", "--email", email, "--role", role, *(["--org", org] if org else []))
+
+
+def all_pids() -> list[int]:
+    return [int(p.name) for p in Path("/proc").glob("[0-9]*")]
+
+
+def proc_cmdline(pid: int) -> str:
+    """A process's command line, arguments separated by NUL ('' once it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def proc_environ(pid: int) -> dict[str, str]:
+    """The environment a process was started with."""
+    raw = Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace")
+    return dict(entry.split("=", 1) for entry in raw.split("\0") if "=" in entry)
 
 
 def call_tool_status(url: str, key: str, tool: str, arguments: dict | None = None) -> tuple[int, dict]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import anyio
 import anyio.abc
@@ -24,10 +23,12 @@ from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 
 from dataplane_addon.bridge.address import BRIDGED_TRANSPORTS
+from dataplane_addon.bridge.child_isolation import ChildIsolation
 from dataplane_addon.bridge.mirror_server import MirrorServer
 from dataplane_addon.bridge.supervisor import UpstreamSupervisor
 from dataplane_addon.bridge.upstream_session import UpstreamSpec
 from dataplane_addon.snapshot_store import Prepared, SnapshotStore
+from shared.upstream_addresses import AddressRules
 from shared.envelope import EnvelopeError
 
 log = logging.getLogger("mesh.bridge")
@@ -68,9 +69,11 @@ class BridgedConnection:
 
 
 class BridgedConnections:
-    def __init__(self, tasks: anyio.abc.TaskGroup, pid_dir: Path, keyring=None) -> None:
+    def __init__(self, tasks: anyio.abc.TaskGroup, isolation: ChildIsolation, keyring=None,
+                 rules: AddressRules | None = None) -> None:
         self._tasks = tasks
-        self._pid_dir = pid_dir
+        self._isolation = isolation  # where and as whom stdio children run
+        self._rules = rules  # where sse servers may be (shared.upstream_addresses)
         self._keyring = keyring  # the data-plane key: the connections' credentials are sealed under it
         self._by_id: dict[str, BridgedConnection] = {}
 
@@ -99,7 +102,7 @@ class BridgedConnections:
                 self._start(cid, org_id, spec)
 
     def _start(self, connection_id: str, org_id: str, spec: UpstreamSpec) -> None:
-        supervisor = UpstreamSupervisor(connection_id, spec, self._pid_dir)
+        supervisor = UpstreamSupervisor(connection_id, spec, self._isolation, self._rules)
         server = MirrorServer(supervisor)
         sessions = StreamableHTTPSessionManager(app=server, security_settings=_BEHIND_THE_DATA_PLANE)
         connection = BridgedConnection(connection_id, org_id, spec, supervisor, server, sessions)

@@ -1,14 +1,16 @@
 """The bridge's HTTP side (ASGI): ``/bridge/<connection id>/mcp`` to that connection's Streamable
 HTTP session manager, and ``/health``.
 
-Requests to a connection must carry the shared token (``address.TOKEN_HEADER``); it is removed
-before the MCP server sees the request. Until a connection's upstream has been up once, its
-requests wait up to ``READY_GRACE`` seconds and then get 503 with a JSON-RPC error, so a client
-never hangs on a child that cannot start.
+Every request, ``/health`` and unknown paths included, must carry the shared token
+(``address.TOKEN_HEADER``); without it the answer is 401 and nothing else, so nobody who merely
+reaches the loopback port (another local process, or an org's ``http`` connection pointed at it)
+learns which connections exist. The token is removed before the MCP server sees a request.
+Until a connection's upstream has been up once, its requests wait up to ``READY_GRACE`` seconds
+and then get 503 with a JSON-RPC error, so a client never hangs on a child that cannot start.
 
-``/health`` needs no token and tells no secrets: per connection its name, transport, state,
-pid, restart count and last error (never env or header values). Tests and operators find a
-child's pid there.
+``/health`` tells no secrets: per connection its org, name, transport, state, pid, restart count
+and last error (never env or header values). Operators read it with the token ``mesh up`` keeps
+in ``<data dir>/bridge.token`` while it runs.
 """
 
 from __future__ import annotations
@@ -38,6 +40,10 @@ class BridgeApp:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return
+        presented = next((v.decode("latin-1") for k, v in scope["headers"] if k == _TOKEN_HEADER), None)
+        if not token_matches(self.token, presented):
+            await _answer(send, 401, error_body(INVALID_REQUEST, "Unauthorized: only the data plane calls the bridge"))
+            return
         path = scope["path"]
         if path == "/health":
             body = {"status": "ok", "plane": "bridge", "connections": self.connections.health()}
@@ -46,10 +52,6 @@ class BridgeApp:
         connection_id = connection_id_from_path(path)
         if connection_id is None:
             await _answer(send, 404, error_body(INVALID_REQUEST, "Not found"))
-            return
-        presented = next((v.decode("latin-1") for k, v in scope["headers"] if k == _TOKEN_HEADER), None)
-        if not token_matches(self.token, presented):
-            await _answer(send, 401, error_body(INVALID_REQUEST, "Unauthorized: only the data plane calls the bridge"))
             return
         connection = self.connections.get(connection_id)
         if connection is None:

@@ -18,14 +18,15 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import anyio
 import mcp_types as types
 from mcp import ClientSession
 from mcp.shared.exceptions import MCPError
 
+from dataplane_addon.bridge.child_isolation import ChildIsolation
 from dataplane_addon.bridge.upstream_session import OpenUpstream, UpstreamSpec, UpstreamStartFailed, open_upstream
+from shared.upstream_addresses import AddressRules
 
 log = logging.getLogger("mesh.bridge")
 
@@ -73,10 +74,13 @@ def describe_failure(error: BaseException) -> str:
 
 
 class UpstreamSupervisor:
-    def __init__(self, connection_id: str, spec: UpstreamSpec, pid_dir: Path, backoff: Backoff | None = None) -> None:
+    def __init__(self, connection_id: str, spec: UpstreamSpec, isolation: ChildIsolation,
+                 rules: AddressRules | None = None, backoff: Backoff | None = None) -> None:
         self.connection_id = connection_id
         self.spec = spec
-        self.pid_file = pid_dir / f"{connection_id}.pid"
+        self.isolation = isolation
+        self.rules = rules or AddressRules()  # where an sse server may be
+        self.pid_file = isolation.pid_file(connection_id)
         self.backoff = backoff or Backoff()
         self.state = "starting"  # starting | ready | stopped (gone, being cleaned up) | waiting (to restart)
         self.pid: int | None = None
@@ -137,7 +141,7 @@ class UpstreamSupervisor:
             self.state, self.retry_at = "starting", None
             up_since: float | None = None
             try:
-                async with open_upstream(self.spec, self.pid_file) as upstream:
+                async with open_upstream(self.spec, self.pid_file, self.isolation, self.rules) as upstream:
                     up_since = time.monotonic()
                     self._became_ready(upstream)
                     self.last_error = await self._watch(upstream)

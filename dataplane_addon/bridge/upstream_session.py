@@ -5,16 +5,18 @@ This module owns what an upstream *is* (``UpstreamSpec``, built from a snapshot'
 one is opened; it does not decide when to open or reopen one (``supervisor.py`` does).
 
 Environment values and header values are secrets: they are passed to the child or the server
-and appear nowhere else (not in ``repr``, logs or errors). A child's environment is the SDK's
-short default list (``HOME``, ``PATH``, …) plus the connection's own ``env``: it never inherits
-the gateway's (database URL, bridge token).
+and appear nowhere else (not in ``repr``, logs or errors). A child's environment, user and
+working directory come from ``child_isolation.py``: the SDK's short default list (``HOME``,
+``PATH``, …) plus the connection's own ``env``, never the bridge's (its token, the data-plane
+key, the Redis URL), in an empty directory of its own.
 """
 
 from __future__ import annotations
 
+import functools
 import shlex
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import ExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -26,7 +28,11 @@ from mcp.client.sse import sse_client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.shared.exceptions import MCPError
 from mcp_types import CONNECTION_CLOSED
+
+from dataplane_addon.bridge.child_isolation import ChildIsolation
 from shared.credentials import field_kind, header_for, open_delivered
+from shared.guarded_http import guarded_client
+from shared.upstream_addresses import AddressRules
 
 # How long a fresh upstream may take to answer ``initialize`` (``npx`` may download a package).
 START_TIMEOUT = 60.0
@@ -38,8 +44,10 @@ SSE_READ_TIMEOUT = 120.0
 CLIENT_INFO = types.Implementation(name="mcp-mesh-bridge", version="0.1.0")
 
 # The child is started through ``sh`` only to learn its pid: the shell writes its own pid to a
-# file and ``exec``s the command, which keeps that pid. The command and its arguments travel as
-# positional parameters, so nothing in them is ever interpreted by the shell.
+# file and ``exec``s the command (through ``setpriv`` when it runs as another user, which
+# ``exec``s it in turn), which keeps that pid. The shell writes the file before the user is
+# switched, so the child cannot rewrite it. The command and its arguments travel as positional
+# parameters, so nothing in them is ever interpreted by the shell.
 _RECORD_PID_AND_EXEC = 'echo $$ > "$0" && exec "$@"'
 
 
@@ -58,6 +66,7 @@ class UpstreamSpec:
     env: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     url: str = ""
     headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    private_ok: bool = False  # sse: registered by the operator, so it may be on a private address
 
     @classmethod
     def from_route(cls, connection_id: str, org_id: str, route, keyring) -> UpstreamSpec:
@@ -74,7 +83,7 @@ class UpstreamSpec:
             return cls("stdio", route.name, command=route.command, args=tuple(route.args),
                        env=tuple(sorted(env.items())))
         headers = [h for f, v in opened.items() if (h := header_for(f, v)) is not None]
-        return cls("sse", route.name, url=route.url, headers=tuple(sorted(headers)))
+        return cls("sse", route.name, url=route.url, headers=tuple(sorted(headers)), private_ok=route.allow_private)
 
     def describe(self) -> str:
         """For logs and ``/health``: the command line or URL, never env or header values."""
@@ -131,9 +140,12 @@ class OpenUpstream:
     pid: int | None = None
 
 
-def _stdio_parameters(spec: UpstreamSpec, pid_file: Path) -> StdioServerParameters:
-    return StdioServerParameters(command="/bin/sh", args=["-c", _RECORD_PID_AND_EXEC, str(pid_file), spec.command,
-                                                          *spec.args], env=dict(spec.env))
+def _stdio_parameters(spec: UpstreamSpec, pid_file: Path, isolation: ChildIsolation,
+                      cwd: Path) -> StdioServerParameters:
+    return StdioServerParameters(
+        command="/bin/sh",
+        args=["-c", _RECORD_PID_AND_EXEC, str(pid_file), *isolation.command_prefix(), spec.command, *spec.args],
+        env=isolation.environment(dict(spec.env)), cwd=cwd)
 
 
 def _read_pid(pid_file: Path) -> int | None:
@@ -144,17 +156,30 @@ def _read_pid(pid_file: Path) -> int | None:
 
 
 @asynccontextmanager
-async def open_upstream(spec: UpstreamSpec, pid_file: Path) -> AsyncIterator[OpenUpstream]:
+async def open_upstream(spec: UpstreamSpec, pid_file: Path, isolation: ChildIsolation,
+                        rules: AddressRules) -> AsyncIterator[OpenUpstream]:
     """Start (stdio) or connect to (sse) the upstream and complete ``initialize``; on exit the
-    child's whole process group is stopped (the SDK closes stdin, then SIGTERM, then SIGKILL)."""
-    if spec.transport == "stdio":
-        pid_file.unlink(missing_ok=True)
-        transport = stdio_client(_stdio_parameters(spec, pid_file))
-    elif spec.transport == "sse":
-        transport = sse_client(spec.url, headers=dict(spec.headers), timeout=HTTP_TIMEOUT,
-                               sse_read_timeout=SSE_READ_TIMEOUT)
-    else:
-        raise ValueError(f"transport {spec.transport!r} is not bridged")
+    child's whole process group is stopped (the SDK closes stdin, then SIGTERM, then SIGKILL),
+    then its working directory removed. An sse server is reached only where ``rules`` allow
+    (checked at every connect, as the data plane checks its upstreams)."""
+    with ExitStack() as workdir:
+        if spec.transport == "stdio":
+            pid_file.unlink(missing_ok=True)
+            cwd = workdir.enter_context(isolation.working_directory())
+            transport = stdio_client(_stdio_parameters(spec, pid_file, isolation, cwd))
+        elif spec.transport == "sse":
+            transport = sse_client(spec.url, headers=dict(spec.headers), timeout=HTTP_TIMEOUT,
+                                   sse_read_timeout=SSE_READ_TIMEOUT,
+                                   httpx_client_factory=functools.partial(guarded_client, rules, spec.private_ok))
+        else:
+            raise ValueError(f"transport {spec.transport!r} is not bridged")
+        async with _initialized(spec, transport, pid_file) as upstream:
+            yield upstream
+
+
+@asynccontextmanager
+async def _initialized(spec: UpstreamSpec, transport, pid_file: Path) -> AsyncIterator[OpenUpstream]:
+    """A client session over ``transport``, once the upstream has answered ``initialize``."""
     async with transport as (read_stream, write_stream):
         watched = WatchedReadStream(read_stream)
         async with ClientSession(watched, write_stream, client_info=CLIENT_INFO) as session:

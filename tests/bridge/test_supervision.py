@@ -13,6 +13,7 @@ import anyio
 import pytest
 
 from dataplane_addon.bridge.bridged_connections import BridgedConnections
+from dataplane_addon.bridge.child_isolation import ChildIsolation
 from dataplane_addon.bridge.supervisor import Backoff, UpstreamSupervisor, UpstreamUnavailable, process_alive
 from dataplane_addon.bridge.upstream_session import UpstreamSpec
 from shared.credentials import delivery_context, env_field
@@ -48,7 +49,8 @@ async def whoami(supervisor: UpstreamSupervisor) -> int:
 
 
 async def test_a_killed_child_is_restarted_and_the_next_call_works(tmp_path):
-    supervisor = UpstreamSupervisor("conn_py", UpstreamSpec.from_route("conn_py", "org_a", stdio_route(), KEYRING), tmp_path)
+    supervisor = UpstreamSupervisor("conn_py", UpstreamSpec.from_route("conn_py", "org_a", stdio_route(), KEYRING),
+                                    ChildIsolation(tmp_path))
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(supervisor.run)
         first = await whoami(supervisor)
@@ -64,7 +66,7 @@ async def test_a_killed_child_is_restarted_and_the_next_call_works(tmp_path):
 
 async def test_a_command_that_cannot_start_fails_calls_quickly_and_is_retried(tmp_path):
     spec = UpstreamSpec("stdio", "broken", command=str(tmp_path / "no-such-server"))
-    supervisor = UpstreamSupervisor("conn_broken", spec, tmp_path, Backoff(first=0.2, maximum=0.4))
+    supervisor = UpstreamSupervisor("conn_broken", spec, ChildIsolation(tmp_path), Backoff(first=0.2, maximum=0.4))
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(supervisor.run)
         started = time.monotonic()
@@ -79,7 +81,7 @@ async def test_a_command_that_cannot_start_fails_calls_quickly_and_is_retried(tm
 
 async def test_a_connection_that_disappears_or_changes_loses_its_child(tmp_path):
     async with anyio.create_task_group() as tasks:
-        connections = BridgedConnections(tasks, tmp_path, KEYRING)
+        connections = BridgedConnections(tasks, ChildIsolation(tmp_path), KEYRING)
         connections.sync_org("org_a", {"conn_py": stdio_route(GREETING="one")})
         first = await eventually(lambda: connections.get("conn_py").supervisor.pid, what="the first child")
 

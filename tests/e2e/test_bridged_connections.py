@@ -18,7 +18,19 @@ from mcp import MCPError
 
 from dataplane_addon.bridge.supervisor import process_alive
 from tests.conftest import unavailable
-from tests.support import MESH, ROOT, Gateway, call_tool_status, free_port, mcp_client, mcp_headers, port_open, rpc, wait_for
+from tests.support import (
+    MESH,
+    ROOT,
+    STDIO_SERVER,
+    Gateway,
+    call_tool_status,
+    free_port,
+    mcp_client,
+    mcp_headers,
+    port_open,
+    rpc,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 
@@ -58,8 +70,7 @@ def api_key(gateway):
 
 @pytest.fixture(scope="module")
 def python_stdio(gateway, api_key):
-    cid = gateway.add_stdio_connection("py-stdio", f"{sys.executable} -m tests.upstreams.stdio_server",
-                                       f"MESH_TEST_SECRET={SECRET}")
+    cid = gateway.add_stdio_connection("py-stdio", STDIO_SERVER, f"MESH_TEST_SECRET={SECRET}")
     wait_ready(gateway, cid)
     routable(gateway, cid, api_key)
     return cid
@@ -94,7 +105,8 @@ def legacy_sse(gateway, api_key):
 @pytest.mark.parametrize("mode", MODES)
 async def test_a_python_stdio_server_works_through_the_gateway(gateway, python_stdio, api_key, mode):
     async with mcp_client(gateway.mcp_url(python_stdio), api_key, mode=mode) as client:
-        assert sorted(t.name for t in (await client.list_tools()).tools) == ["add", "echo", "env", "header", "whoami"]
+        names = sorted(t.name for t in (await client.list_tools()).tools)
+        assert names == ["add", "echo", "env", "header", "surroundings", "whoami"]
         assert (await client.call_tool("echo", {"text": "over stdio"})).content[0].text == "over stdio"
         assert (await client.call_tool("add", {"a": 2, "b": 40})).structured_content == {"result": 42}
         # The connection's env reaches the child (and only the child).
@@ -137,7 +149,7 @@ async def test_a_killed_stdio_child_is_restarted_and_the_next_call_works(gateway
         os.kill(first, signal.SIGKILL)
         # Straight away, on the same client session: a listing meets the dead child or waits
         # for its successor, and is answered either way.
-        assert len((await client.list_tools()).tools) == 5
+        assert len((await client.list_tools()).tools) == 6
         after = wait_ready(gateway, python_stdio, other_than_pid=first)
         assert int((await client.call_tool("whoami", {})).content[0].text) == after["pid"]
     assert after["restarts"] == before["restarts"] + 1 and after["last_error"] == "the process exited"
@@ -218,7 +230,8 @@ def test_the_bridge_refuses_everyone_but_the_data_plane(gateway, python_stdio, a
 def test_env_values_never_show_in_listings_or_logs(gateway, python_stdio):
     listed = next(c for c in gateway.mesh("connections", "list") if c["id"] == python_stdio)
     assert listed["transport"] == "stdio" and listed["command"] == sys.executable
-    assert listed["args"] == ["-m", "tests.upstreams.stdio_server"] and "env:MESH_TEST_SECRET" in listed["secrets"]
+    assert listed["args"] == [str(ROOT / "tests" / "upstreams" / "stdio_server.py")]
+    assert "env:MESH_TEST_SECRET" in listed["secrets"]
     assert SECRET not in json.dumps(listed)
     assert SECRET not in gateway.log()
 
@@ -226,7 +239,7 @@ def test_env_values_never_show_in_listings_or_logs(gateway, python_stdio):
 def test_stopping_mesh_up_stops_every_stdio_child(tmp_path, redis_url):
     own = Gateway(tmp_path, redis_url).start()
     try:
-        cid = own.add_stdio_connection("py-stdio", f"{sys.executable} -m tests.upstreams.stdio_server")
+        cid = own.add_stdio_connection("py-stdio", STDIO_SERVER)
         pid = wait_ready(own, cid)["pid"]
     finally:
         assert own.stop() == 0

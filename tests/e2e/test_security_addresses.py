@@ -9,7 +9,6 @@ import json
 
 import httpx2
 import pytest
-import sqlalchemy as sa
 
 from tests.support import MESH, ROOT, Gateway, mcp_client, mcp_headers, rpc, wait_for
 
@@ -87,23 +86,13 @@ def test_the_operator_may_use_private_addresses_but_never_metadata_or_the_gatewa
     assert code == 0, output
 
 
-def move_in_the_database(gateway, connection_id: str, url: str) -> None:
-    """What a name whose DNS answer changes looks like to the gateway: the URL it checked at
-    registration now leads somewhere else. (Written straight into the database, then published.)"""
-    engine = sa.create_engine(f"sqlite:///{gateway.data_dir / 'mesh.db'}")
-    with engine.begin() as db:
-        db.execute(sa.text("UPDATE connections SET url = :url WHERE id = :id"), {"url": url, "id": connection_id})
-        db.execute(sa.text("UPDATE organizations SET policy_version = policy_version + 1"))
-    engine.dispose()
-
-
 @pytest.mark.parametrize("notation", ["http://localhost:{port}/mcp", "http://2130706433:{port}/mcp",
                                       "http://[::ffff:127.0.0.1]:{port}/mcp", "http://127.0.0.1:{port}/mcp"])
 async def test_the_data_plane_checks_the_address_it_connects_to(gateway, upstream, notation):
     conn = (await tool(gateway, "COLLECTION_CONNECTIONS_CREATE", name="moving", url="http://8.8.8.8:9/mcp")
             ).structured_content["id"]
     key = gateway.first_run_key
-    move_in_the_database(gateway, conn, notation.format(port=upstream.port))
+    gateway.move_connection(conn, notation.format(port=upstream.port))
     before = len(upstream.requests())
     body = rpc("tools/call", {"name": "echo", "arguments": {"text": "hi"}}, request_id=6)
 
@@ -122,7 +111,7 @@ async def test_a_kept_alive_client_connection_does_not_carry_one_connections_rig
     allowed = gateway.add_connection("operators-echo", upstream.url)  # the operator's: loopback is fine
     moved = (await tool(gateway, "COLLECTION_CONNECTIONS_CREATE", name="members", url="http://8.8.8.8:9/mcp")
              ).structured_content["id"]
-    move_in_the_database(gateway, moved, upstream.url)  # the very same address
+    gateway.move_connection(moved, upstream.url)  # the very same address
     body = rpc("tools/call", {"name": "echo", "arguments": {"text": "reuse"}})
     with httpx2.Client(timeout=15, headers=mcp_headers(body, key)) as client:  # one TCP connection throughout
         wait_for(lambda: client.post(gateway.mcp_url(moved), json=body).status_code == 502, timeout=20,
@@ -137,7 +126,7 @@ async def test_a_kept_alive_client_connection_does_not_carry_one_connections_rig
 async def test_connection_test_checks_the_address_it_connects_to(gateway, upstream):
     conn = (await tool(gateway, "COLLECTION_CONNECTIONS_CREATE", name="tested", url="http://8.8.8.8:9/mcp",
                        bearer="sk-owner-token-that-must-stay-home")).structured_content["id"]
-    move_in_the_database(gateway, conn, f"http://2130706433:{upstream.port}/mcp")
+    gateway.move_connection(conn, f"http://2130706433:{upstream.port}/mcp")
     before = len(upstream.requests())
     tested = (await tool(gateway, "CONNECTION_TEST", connection_id=conn)).structured_content
     assert not tested["ok"] and "address not allowed" in tested["error"]

@@ -226,7 +226,7 @@ def read_answer(conn: socket.socket, timeout: float) -> bytes:
 
 
 def test_a_keyless_post_announcing_a_huge_body_is_answered_before_the_body_and_held_nowhere(gateway, echo):
-    pid = gateway.data_plane_pid()
+    pid = gateway.plane_pid("data plane")
     rss_before = rss_kib(pid)
     with socket.create_connection(("127.0.0.1", gateway.port)) as conn:
         conn.sendall(b"POST /mcp/" + echo.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -387,7 +387,7 @@ def test_two_listings_in_a_batch_may_not_share_an_id(gateway, upstream, echo, ec
 def test_an_event_that_never_ends_is_cut_off_without_stalling_the_gateway(gateway, scripted_connections, echo_only):
     conn = scripted_connections("sse-endless-event:20")  # 20 MiB, past the 16 MiB an event may hold
     wait_for(lambda: post(gateway, conn, echo_only, rpc("ping")).status_code != 404, timeout=3)
-    pid = gateway.data_plane_pid()
+    pid = gateway.plane_pid("data plane")
     cpu_before = cpu_seconds(pid)
     slowest = []
 

@@ -1,10 +1,14 @@
 """A real stdio MCP server for tests, built with the `mcp` SDK's ``MCPServer``.
 
-Run as ``python -m tests.upstreams.stdio_server`` (it speaks JSON-RPC on stdin/stdout, like the
-servers people start with ``uvx …``). Tools ``echo``, ``add``, ``whoami`` (its own pid, so a test
+Run as ``python tests/upstreams/stdio_server.py`` (``tests.support.STDIO_SERVER``: a bridged
+child works in an empty directory, where ``-m tests…`` would not import) or ``python -m
+tests.upstreams.stdio_server``; it speaks JSON-RPC on stdin/stdout, like the servers people start
+with ``uvx …``. Tools ``echo``, ``add``, ``whoami`` (its own pid, so a test
 can tell a restarted process from the first one), ``env`` (the value of one environment
-variable, so a test can check what the bridge passed in) and ``header`` (one header of the HTTP
-request that carried the call; always empty on stdio); a prompt ``greet`` and a resource
+variable, so a test can check what the bridge passed in), ``header`` (one header of the HTTP
+request that carried the call; always empty on stdio) and ``surroundings`` (its user, groups,
+working directory, the names in its environment, and which given paths it can read: what a test
+of the bridge's isolation of stdio children asks); a prompt ``greet`` and a resource
 ``mesh://motd``, so prompts and resources are bridged too.
 
 With the arguments ``sse PORT`` it serves the same tools over the legacy HTTP+SSE transport
@@ -47,6 +51,17 @@ def build() -> MCPServer:
         """One header of the HTTP request that carried this call ('' when absent or on stdio)."""
         return (ctx.headers or {}).get(name.lower(), "")
 
+    @server.tool()
+    def surroundings(paths: list[str]) -> dict:
+        """This process's uid, gid, groups, working directory (path, owner, mode, entries), the
+        names in its environment, and for each of ``paths`` whether it can read it."""
+        cwd = os.getcwd()
+        info = os.stat(cwd)
+        return {"uid": os.getuid(), "gid": os.getgid(), "groups": sorted(os.getgroups()),
+                "cwd": cwd, "cwd_owner": info.st_uid, "cwd_mode": info.st_mode & 0o777,
+                "cwd_entries": sorted(os.listdir(cwd)), "env_names": sorted(os.environ),
+                "readable": {path: _readable(path) for path in paths}}
+
     @server.prompt()
     def greet(name: str) -> str:
         """A greeting for someone."""
@@ -58,6 +73,18 @@ def build() -> MCPServer:
         return "bridged resources work"
 
     return server
+
+
+def _readable(path: str) -> bool:
+    try:
+        if os.path.isdir(path):
+            os.listdir(path)
+        else:
+            with open(path, "rb") as handle:
+                handle.read(1)
+        return True
+    except OSError:
+        return False
 
 
 if __name__ == "__main__":
