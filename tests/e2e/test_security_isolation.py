@@ -119,7 +119,7 @@ def test_another_orgs_connection_pointed_at_the_bridge_learns_nothing_of_this_or
     pid = gateway.bridge_health()[stdio_conn]["pid"]
     org_a = next(o["id"] for o in gateway.mesh("orgs", "list") if o["slug"] == "default")
     leaks = (stdio_conn, "iso-stdio", f'"pid": {pid}', org_a)
-    for path in ("/health", f"/bridge/{stdio_conn}/mcp"):
+    for n, path in enumerate(("/health", f"/bridge/{stdio_conn}/mcp")):
         bridge_url = f"http://127.0.0.1:{gateway.bridge_port}{path}"
         # Registering it is refused (the gateway's own port), even to the operator ...
         refused = subprocess.run([MESH, "connections", "add", "--org", org_b, "--name", "sneaky", "--url", bridge_url,
@@ -127,7 +127,7 @@ def test_another_orgs_connection_pointed_at_the_bridge_learns_nothing_of_this_or
         assert refused.returncode != 0 and "the gateway's own port" in refused.stderr
         # ... and a connection that leads there all the same (a name that resolves elsewhere now)
         # is refused by the data plane, and would be by the bridge (no token).
-        sneaky = gateway.mesh("connections", "add", "--org", org_b, "--name", f"sneaky{path.replace('/', '-')}",
+        sneaky = gateway.mesh("connections", "add", "--org", org_b, "--name", f"sneaky-{n}",
                               "--url", "http://8.8.8.8:9/mcp")["id"]
         gateway.move_connection(sneaky, bridge_url)
         wait_for(lambda sneaky=sneaky: call_tool_status(gateway.mcp_url(sneaky), key_b, "x")[0] != 404, timeout=5,
@@ -326,7 +326,7 @@ def test_the_data_plane_and_the_bridge_get_only_the_settings_they_need(tmp_path,
         for plane, files in allowed_files.items():
             pid = gateway.plane_pid(plane)
             env = proc_environ(pid)
-            expected = PLANE_ENV | ({"MESH_STDIO_USER"} if plane == "bridge" else set())
+            expected = PLANE_ENV | ({"MESH_STDIO_USER"} if plane == "bridge" else {"MESH_METRICS_TOKEN"})
             assert set(env) <= expected, f"the {plane} got {sorted(set(env) - expected)}"
             assert env["REDIS_URL"] == redis_url and env["MESH_BRIDGE_TOKEN"] == gateway.bridge_token()
             raw = Path(f"/proc/{pid}/environ").read_bytes()
