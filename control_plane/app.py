@@ -26,7 +26,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     vault = Vault(settings)
     app.extensions["mesh.vault"] = vault
     app.extensions["mesh.publisher"] = SnapshotPublisher.from_url(
-        settings.redis_url, BusKeys(settings.redis_prefix), lambda: db.session, vault.deliver
+        settings.redis_url, BusKeys(settings.redis_prefix), lambda: db.session, vault.dataplane_keyring, vault.deliver
     )
 
     from control_plane.api import api

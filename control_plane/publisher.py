@@ -1,5 +1,5 @@
-"""Publishes compiled snapshots to Redis (formats in ``shared.bus``) and keeps Redis in step with
-the database.
+"""Publishes compiled snapshots to Redis (formats in ``shared.bus``), each signed with a MAC
+under the data-plane key (``shared.snapshot_mac``), and keeps Redis in step with the database.
 
 Publishing right after a change is the fast path. The reconciler is the safety net: if Redis was
 down during a change, or restarted empty, ``reconcile()`` finds every org whose published
@@ -9,6 +9,7 @@ version lags the database and publishes it again. ``mesh up`` runs it every seco
 from __future__ import annotations
 
 import logging
+from typing import Callable
 
 import redis
 import sqlalchemy as sa
@@ -17,30 +18,37 @@ from sqlalchemy.orm import Session
 from control_plane.compiler import compile_snapshot
 from control_plane.models import Organization
 from shared.bus import PUBLISH_SCRIPT, BusKeys, ChangeMessage
+from shared.envelope import Keyring
 from shared.snapshot import Snapshot
+from shared.snapshot_mac import sign_snapshot
 
 log = logging.getLogger(__name__)
 
 
 class SnapshotPublisher:
-    def __init__(self, redis_client: redis.Redis, keys: BusKeys, session_factory, deliver=None):
+    def __init__(self, redis_client: redis.Redis, keys: BusKeys, session_factory,
+                 dataplane_keyring: Callable[[], Keyring], deliver=None):
         self.redis = redis_client
         self.keys = keys
         self._session = session_factory  # callable returning the Session to read from
+        # The data-plane key, which snapshots are signed under (control_plane.vault; read when
+        # first needed, as the vault creates it on a first run).
+        self._dataplane_keyring = dataplane_keyring
         self._deliver = deliver  # seals each connection's secrets for the data plane (control_plane.vault)
         self._script = redis_client.register_script(PUBLISH_SCRIPT)
 
     @classmethod
-    def from_url(cls, url: str, keys: BusKeys, session_factory, deliver=None) -> "SnapshotPublisher":
+    def from_url(cls, url: str, keys: BusKeys, session_factory, dataplane_keyring: Callable[[], Keyring],
+                 deliver=None) -> "SnapshotPublisher":
         client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
-        return cls(client, keys, session_factory, deliver)
+        return cls(client, keys, session_factory, dataplane_keyring, deliver)
 
     def publish(self, snapshot: Snapshot) -> bool:
-        """Store and announce ``snapshot`` unless Redis already holds this version or a newer one."""
+        """Sign, store and announce ``snapshot`` unless Redis already holds this version or a newer one."""
         message = ChangeMessage(snapshot.org_id, snapshot.version).to_json()
         stored = self._script(
             keys=[self.keys.snapshots, self.keys.versions, self.keys.changes],
-            args=[snapshot.org_id, snapshot.version, snapshot.to_json(), message],
+            args=[snapshot.org_id, snapshot.version, sign_snapshot(snapshot, self._dataplane_keyring()), message],
         )
         return bool(stored)
 

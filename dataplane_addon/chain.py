@@ -105,7 +105,8 @@ class AddonChain:
 def build_chain(store: SnapshotStore | None = None) -> AddonChain:
     store = store or SnapshotStore()
     registry = CollectorRegistry()
-    follower = SnapshotFollower(store)
+    injector = CredentialInjector()  # owns the data-plane key option
+    follower = SnapshotFollower(store, lambda: injector.keyring)  # snapshots are authenticated under that key
     return AddonChain([
         follower,
         ProtocolErrors(),
@@ -117,7 +118,7 @@ def build_chain(store: SnapshotStore | None = None) -> AddonChain:
         JsonRpcParser(),
         ToolAuthorizer(),
         SessionBinding(),
-        CredentialInjector(),
+        injector,
         UpstreamTimeout(),
         EventStreamInspector(),
         ListingFilter(),

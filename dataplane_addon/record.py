@@ -8,10 +8,12 @@ import time
 
 from mitmproxy import http
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from dataplane_addon.call import CALL, LOCAL
 from dataplane_addon.snapshot_store import SnapshotFollower, SnapshotStore
+from shared.snapshot_mac import REASONS
 
 
 class Recorder:
@@ -46,6 +48,7 @@ class LocalEndpoints:
             gauge.labels(kind).set_function(lambda kind=kind: self.store.stats()[kind])
         Gauge("mesh_redis_connected", "1 while the data plane follows Redis.", registry=registry).set_function(
             lambda: 1 if self.follower.connected else 0)
+        registry.register(_RejectedSnapshots(follower))
 
     def request(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live:
@@ -53,7 +56,23 @@ class LocalEndpoints:
         path = flow.metadata.get(LOCAL)
         if path == "/health":
             body = {"status": "ok", "plane": "data", "redis": "connected" if self.follower.connected else "disconnected",
-                    "uptime_seconds": round(time.time() - self.started, 1), **self.store.stats()}
+                    "uptime_seconds": round(time.time() - self.started, 1), **self.store.stats(),
+                    "rejected_snapshots": sum(self.follower.rejected.values())}
             flow.response = http.Response.make(200, json.dumps(body).encode(), {"Content-Type": "application/json"})
         elif path == "/metrics":
             flow.response = http.Response.make(200, generate_latest(self.registry), {"Content-Type": CONTENT_TYPE_LATEST})
+
+
+class _RejectedSnapshots:
+    """``mesh_snapshots_rejected_total{reason}``: the follower's count, read when scraped."""
+
+    def __init__(self, follower: SnapshotFollower) -> None:
+        self.follower = follower
+
+    def collect(self):
+        family = CounterMetricFamily("mesh_snapshots_rejected",
+                                     "Snapshots in Redis refused by this data plane (not authentic, or unusable), "
+                                     "by reason; each stored value counts once.", labels=["reason"])
+        for reason in REASONS:
+            family.add_metric([reason], self.follower.rejected[reason])
+        yield family

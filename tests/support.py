@@ -17,6 +17,11 @@ from pathlib import Path
 import httpx2
 import redis
 
+from shared.bus import BusKeys
+from shared.envelope import Keyring
+from shared.snapshot import Snapshot
+from shared.snapshot_mac import open_snapshot
+
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_URL = os.environ.get("MESH_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 # The installed console script, exactly as a user runs it.
@@ -59,6 +64,14 @@ def delete_prefix(url: str, prefix: str) -> None:
             client.delete(*keys)
     finally:
         client.close()
+
+
+def published_snapshot(client: redis.Redis, prefix: str, org_id: str, keyring: Keyring) -> Snapshot:
+    """The org's snapshot in Redis, read as the data plane reads it: MAC checked, then parsed.
+    The one way tests read a published snapshot."""
+    raw = client.hget(BusKeys(prefix).snapshots, org_id)
+    assert raw is not None, f"no snapshot of {org_id} was published"
+    return open_snapshot(org_id, raw, keyring)
 
 
 class Upstream:

@@ -1,9 +1,10 @@
 """``python -m dataplane_addon.bridge``: the bridge as its own process, on 127.0.0.1 only.
 
-It follows the snapshots in Redis like the data plane does, runs every stdio and sse connection
-under supervision and serves each at ``/bridge/<connection id>/mcp``. ``MESH_BRIDGE_TOKEN`` (in
-the environment) must be set: requests without it are refused. On SIGTERM or SIGINT it stops
-serving, then stops every child it started, and exits 0.
+It follows the snapshots in Redis like the data plane does (refusing any whose MAC does not
+verify under the data-plane key: nothing written straight into Redis is ever run), runs every
+stdio and sse connection under supervision and serves each at ``/bridge/<connection id>/mcp``.
+``MESH_BRIDGE_TOKEN`` (in the environment) must be set: requests without it are refused. On
+SIGTERM or SIGINT it stops serving, then stops every child it started, and exits 0.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ async def serve(args: argparse.Namespace, token: str) -> None:
         async with anyio.create_task_group() as tasks:
             keyring = load_dataplane_keyring(args.dataplane_key_file)
             connections = BridgedConnections(tasks, Path(pid_dir), keyring)
-            follower = SnapshotFollower(RouteReportingStore(connections))
+            follower = SnapshotFollower(RouteReportingStore(connections), lambda: keyring)  # checks every snapshot's MAC
             tasks.start_soon(follower.follow, args.redis_url, BusKeys(args.redis_prefix))
             config = uvicorn.Config(BridgeApp(connections, token), host=LISTEN_HOST, port=args.port,
                                     log_level="warning", lifespan="off", timeout_graceful_shutdown=GRACEFUL_SECONDS)

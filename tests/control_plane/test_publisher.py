@@ -1,26 +1,42 @@
 from __future__ import annotations
 
+import pytest
+
 from control_plane.services import connections, orgs
+from shared.apikeys import hash_key
 from shared.bus import BusKeys
+from shared.envelope import Keyring, generate_key
 from shared.snapshot import Snapshot
+from shared.snapshot_mac import SnapshotRejected, open_snapshot
 
 
-def test_an_older_snapshot_never_replaces_a_newer_one(app, redis_client, bus_prefix):
+def test_an_older_snapshot_never_replaces_a_newer_one(app, published):
     first = orgs.bootstrap_first_run()
     publisher = app.extensions["mesh.publisher"]
-    current = Snapshot.from_json(redis_client.hget(BusKeys(bus_prefix).snapshots, first.org.id))
+    current = published(first.org.id)
     stale = Snapshot(org_id=first.org.id, version=current.version - 1)
     assert publisher.publish(stale) is False
-    assert Snapshot.from_json(redis_client.hget(BusKeys(bus_prefix).snapshots, first.org.id)) == current
+    assert published(first.org.id) == current
 
 
-def test_reconcile_republishes_everything_after_redis_lost_it(app, redis_client, bus_prefix):
+def test_reconcile_republishes_everything_after_redis_lost_it(app, redis_client, bus_prefix, published):
     first = orgs.bootstrap_first_run()
     conn = connections.create_connection(first.org, "echo", "http://127.0.0.1:9/mcp")
     keys = BusKeys(bus_prefix)
     redis_client.delete(keys.snapshots, keys.versions)  # as after a restart of a Redis that keeps nothing
     publisher = app.extensions["mesh.publisher"]
     assert publisher.reconcile() == 1
-    restored = Snapshot.from_json(redis_client.hget(keys.snapshots, first.org.id))
+    restored = published(first.org.id)
     assert conn.id in restored.connections
     assert publisher.reconcile() == 0  # in step: nothing more to do
+
+
+def test_published_snapshots_are_signed_for_their_org_under_the_dataplane_key(app, redis_client, bus_prefix):
+    first = orgs.bootstrap_first_run()
+    stored = redis_client.hget(BusKeys(bus_prefix).snapshots, first.org.id)
+    dataplane = app.extensions["mesh.vault"].dataplane_keyring()
+    assert stored.startswith(f"mesh-snapshot/1.{dataplane.active}.".encode())
+    assert hash_key(first.api_key) in open_snapshot(first.org.id, stored, dataplane).api_keys
+    for org_id, keyring in ((first.org.id, Keyring.single(generate_key())), ("org_other", dataplane)):
+        with pytest.raises(SnapshotRejected):
+            open_snapshot(org_id, stored, keyring)
