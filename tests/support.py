@@ -18,7 +18,7 @@ import httpx2
 import redis
 
 from shared.bus import BusKeys
-from shared.envelope import Keyring
+from shared.envelope import Keyring, parse_key
 from shared.snapshot import Snapshot
 from shared.snapshot_mac import open_snapshot
 
@@ -136,6 +136,22 @@ class Gateway:
 
     def mcp_url(self, connection_id: str) -> str:
         return f"{self.base}/mcp/{connection_id}"
+
+    @property
+    def dataplane_key_file(self) -> Path:
+        """The data-plane key `mesh up` generated: what another data plane of this gateway needs."""
+        return self.data_dir / "dataplane.key"
+
+    def dataplane_keyring(self) -> Keyring:
+        return Keyring.single(parse_key(self.dataplane_key_file.read_text()))
+
+    def published(self, org_id: str) -> Snapshot:
+        """The org's snapshot as this gateway's data plane reads it from Redis."""
+        client = redis.Redis.from_url(self.redis_url)
+        try:
+            return published_snapshot(client, self.prefix, org_id, self.dataplane_keyring())
+        finally:
+            client.close()
 
     def start(self) -> "Gateway":
         self._log = open(self.log_path, "w")

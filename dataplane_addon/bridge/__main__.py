@@ -56,7 +56,7 @@ async def serve(args: argparse.Namespace, token: str) -> None:
         async with anyio.create_task_group() as tasks:
             keyring = load_dataplane_keyring(args.dataplane_key_file)
             connections = BridgedConnections(tasks, Path(pid_dir), keyring)
-            follower = SnapshotFollower(RouteReportingStore(connections), lambda: keyring)  # checks every snapshot's MAC
+            follower = SnapshotFollower(RouteReportingStore(connections), lambda: keyring)  # checks each MAC
             tasks.start_soon(follower.follow, args.redis_url, BusKeys(args.redis_prefix))
             config = uvicorn.Config(BridgeApp(connections, token), host=LISTEN_HOST, port=args.port,
                                     log_level="warning", lifespan="off", timeout_graceful_shutdown=GRACEFUL_SECONDS)
