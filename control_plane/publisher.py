@@ -3,7 +3,11 @@ under the data-plane key (``shared.snapshot_mac``), and keeps Redis in step with
 
 Publishing right after a change is the fast path. The reconciler is the safety net: if Redis was
 down during a change, or restarted empty, ``reconcile()`` finds every org whose published
-version lags the database and publishes it again. ``mesh up`` runs it every second.
+version lags the database and publishes it again. ``mesh up`` runs it every second. Its first
+run also reads every stored snapshot once and publishes again, at the same version, each one
+that does not verify under the data-plane key: written by a gateway from before snapshots were
+signed, signed under a data-plane key since replaced, or forged. The data planes refuse those,
+so without this their orgs would wait for their next change.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from control_plane.models import Organization
 from shared.bus import PUBLISH_SCRIPT, BusKeys, ChangeMessage
 from shared.envelope import Keyring
 from shared.snapshot import Snapshot
-from shared.snapshot_mac import sign_snapshot
+from shared.snapshot_mac import SnapshotRejected, sign_snapshot, verify
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +40,7 @@ class SnapshotPublisher:
         self._dataplane_keyring = dataplane_keyring
         self._deliver = deliver  # seals each connection's secrets for the data plane (control_plane.vault)
         self._script = redis_client.register_script(PUBLISH_SCRIPT)
+        self._checked_stored = False  # whether reconcile() has checked every stored snapshot's MAC
 
     @classmethod
     def from_url(cls, url: str, keys: BusKeys, session_factory, dataplane_keyring: Callable[[], Keyring],
@@ -43,20 +48,22 @@ class SnapshotPublisher:
         client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
         return cls(client, keys, session_factory, dataplane_keyring, deliver)
 
-    def publish(self, snapshot: Snapshot) -> bool:
-        """Sign, store and announce ``snapshot`` unless Redis already holds this version or a newer one."""
+    def publish(self, snapshot: Snapshot, replace_same_version: bool = False) -> bool:
+        """Sign, store and announce ``snapshot`` unless Redis already holds this version (unless
+        ``replace_same_version``) or a newer one."""
         message = ChangeMessage(snapshot.org_id, snapshot.version).to_json()
         stored = self._script(
             keys=[self.keys.snapshots, self.keys.versions, self.keys.changes],
-            args=[snapshot.org_id, snapshot.version, sign_snapshot(snapshot, self._dataplane_keyring()), message],
+            args=[snapshot.org_id, snapshot.version, sign_snapshot(snapshot, self._dataplane_keyring()), message,
+                  "1" if replace_same_version else "0"],
         )
         return bool(stored)
 
-    def publish_org(self, org_id: str) -> bool:
+    def publish_org(self, org_id: str, replace_same_version: bool = False) -> bool:
         """Compile and publish one org. A Redis outage is logged, not raised: the change is
         committed and the reconciler will publish it when Redis is back."""
         try:
-            return self.publish(compile_snapshot(self._session(), org_id, self._deliver))
+            return self.publish(compile_snapshot(self._session(), org_id, self._deliver), replace_same_version)
         except redis.RedisError as exc:
             log.warning("could not publish snapshot of %s (%s); the reconciler will retry", org_id, type(exc).__name__)
             return False
@@ -81,4 +88,22 @@ class SnapshotPublisher:
         for org_id, seen in zip(org_ids, published):
             if seen is None or int(seen) < versions[org_id]:
                 count += self.publish_org(org_id)
+        if not self._checked_stored:
+            count += self._replace_unverified(org_ids)
+            self._checked_stored = True
+        return count
+
+    def _replace_unverified(self, org_ids: list[str]) -> int:
+        """Publish again each org whose stored snapshot does not verify (see the module docstring)."""
+        keyring, count = self._dataplane_keyring(), 0
+        for org_id in org_ids:
+            stored = self.redis.hget(self.keys.snapshots, org_id)
+            if stored is None:
+                continue
+            try:
+                verify(org_id, stored, keyring)
+            except SnapshotRejected as rejection:
+                log.warning("the snapshot of %s in Redis is refused by the data planes (%s); publishing it again",
+                            org_id, rejection)
+                count += self.publish_org(org_id, replace_same_version=True)
         return count

@@ -70,10 +70,13 @@ class ChangeMessage:
 
 
 # KEYS: snapshots hash, versions hash, changes channel. ARGV: org_id, version, the signed snapshot
-# (``shared.snapshot_mac.sign_snapshot``), change message. Returns 1 when stored and announced, 0 when the stored version is as new.
+# (``shared.snapshot_mac.sign_snapshot``), change message, and "1" to replace the same version too
+# (a stored value that does not verify; see ``SnapshotPublisher.reconcile``) or "0". Returns 1
+# when stored and announced, 0 when the stored version is as new (or newer).
 PUBLISH_SCRIPT = """
 local current = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
-if tonumber(ARGV[2]) <= current then
+local version = tonumber(ARGV[2])
+if version < current or (version == current and ARGV[5] ~= '1') then
   return 0
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])

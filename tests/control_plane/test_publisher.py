@@ -4,10 +4,10 @@ import pytest
 
 from control_plane.services import connections, orgs
 from shared.apikeys import hash_key
-from shared.bus import BusKeys
+from shared.bus import BusKeys, ChangeMessage
 from shared.envelope import Keyring, generate_key
 from shared.snapshot import Snapshot
-from shared.snapshot_mac import SnapshotRejected, open_snapshot
+from shared.snapshot_mac import SnapshotRejected, open_snapshot, sign_snapshot
 
 
 def test_an_older_snapshot_never_replaces_a_newer_one(app, published):
@@ -40,3 +40,25 @@ def test_published_snapshots_are_signed_for_their_org_under_the_dataplane_key(ap
     for org_id, keyring in ((first.org.id, Keyring.single(generate_key())), ("org_other", dataplane)):
         with pytest.raises(SnapshotRejected):
             open_snapshot(org_id, stored, keyring)
+
+
+def test_the_first_reconcile_signs_again_what_an_older_gateway_or_a_forger_left_in_redis(app, redis_client, bus_prefix,
+                                                                                         published):
+    first = orgs.bootstrap_first_run()
+    other = orgs.create_org("Other", orgs.find_user("admin@localhost"))
+    keys = BusKeys(bus_prefix)
+    current = published(first.org.id)
+    # As an older gateway (no MAC) and a forger (no key) leave them; the versions stay in step.
+    redis_client.hset(keys.snapshots, first.org.id, current.to_json())
+    redis_client.hset(keys.snapshots, other.id, sign_snapshot(published(other.id), Keyring.single(generate_key())))
+    pubsub = redis_client.pubsub()
+    pubsub.subscribe(keys.changes)
+    pubsub.get_message(timeout=1)  # the subscribe confirmation
+    publisher = app.extensions["mesh.publisher"]
+    assert publisher.reconcile() == 2
+    assert published(first.org.id) == current  # the same version, now signed
+    assert published(other.id).org_id == other.id
+    announced = {ChangeMessage.from_json(pubsub.get_message(timeout=2)["data"]).org_id for _ in range(2)}
+    assert announced == {first.org.id, other.id}  # so data planes that refused them fetch them again
+    assert publisher.reconcile() == 0
+    pubsub.close()

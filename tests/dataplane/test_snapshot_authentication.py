@@ -23,8 +23,8 @@ POLICY = {"role:member": [{"tools": {"*": ["*"]}}]}
 
 
 def snap(version: int, *key_hashes: str, org: str = "org_a") -> Snapshot:
-    return Snapshot(org_id=org, version=version, policies=POLICY,
-                    api_keys={h: KeyGrant(key_id=f"key_{h}", user_id="usr_1", policy="role:member") for h in key_hashes})
+    grants = {h: KeyGrant(key_id=f"key_{h}", user_id="usr_1", policy="role:member") for h in key_hashes}
+    return Snapshot(org_id=org, version=version, policies=POLICY, api_keys=grants)
 
 
 @pytest.fixture
@@ -35,7 +35,8 @@ async def bus(redis_url, bus_prefix):
 
 
 def refusals(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR and "refused the snapshot" in r.getMessage()]
+    return [r.getMessage() for r in caplog.records
+            if r.levelno == logging.ERROR and "refused the snapshot" in r.getMessage()]
 
 
 async def test_a_forged_snapshot_is_refused_and_the_org_keeps_its_previous_one(bus, caplog):
