@@ -40,7 +40,8 @@ from dataplane_addon.chain import build_chain
 from dataplane_addon.snapshot_store import SnapshotStore
 from shared.apikeys import hash_key
 from shared.bus import BusKeys
-from shared.snapshot import Snapshot
+from shared.envelope import Keyring
+from shared.snapshot_mac import open_snapshot
 
 REPEATS = 3
 HTTP_HOOKS = ("requestheaders", "request", "responseheaders", "response")  # in the order of one call
@@ -48,12 +49,13 @@ RESPONSE_BODY = json.dumps(
     {"jsonrpc": "2.0", "id": 1, "result": {"content": [{"type": "text", "text": "hello"}]}}).encode()
 
 
-def load_store(redis_url: str, prefix: str) -> SnapshotStore:
+def load_store(redis_url: str, prefix: str, keyring: Keyring) -> SnapshotStore:
+    """The snapshots the run published, read as the data plane reads them (MAC checked)."""
     store = SnapshotStore()
     client = redis.Redis.from_url(redis_url)
     try:
-        for raw in client.hgetall(BusKeys(prefix).snapshots).values():
-            store.apply(Snapshot.from_json(raw))
+        for org_id, raw in client.hgetall(BusKeys(prefix).snapshots).items():
+            store.apply(open_snapshot(org_id.decode(), raw, keyring))
     finally:
         client.close()
     return store
@@ -149,8 +151,8 @@ async def dispatch_us(chain: list, connection_id: str, api_key: str, count: int 
     return best
 
 
-def measure_chain_cost(redis_url: str, prefix: str, connection_id: str, api_key: str) -> dict:
-    store = load_store(redis_url, prefix)
+def measure_chain_cost(redis_url: str, prefix: str, keyring: Keyring, connection_id: str, api_key: str) -> dict:
+    store = load_store(redis_url, prefix, keyring)
     lean = asyncio.run(dispatch_us([], connection_id, api_key))
     gateway = asyncio.run(dispatch_us([build_chain(store)], connection_id, api_key))
     separate = asyncio.run(dispatch_us(build_chain(store).members, connection_id, api_key))

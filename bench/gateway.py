@@ -117,7 +117,8 @@ class Gateway:
         children = [
             self.group.python(f"dataplane-reuseport-{n}", "dataplane_addon", "--reuse-port", "--port", str(port),
                               "--control-plane", f"127.0.0.1:{self.control_plane_port}",
-                              "--redis-url", self.redis_url, "--redis-prefix", self.prefix)
+                              "--redis-url", self.redis_url, "--redis-prefix", self.prefix,
+                              "--dataplane-key-file", str(self.settings.dataplane_key_file))
             for n in range(count)
         ]
         for child in children:

@@ -4,7 +4,8 @@ Builds one org's snapshot with C connections, K API keys and R custom roles (eac
 exact tool names and wildcard patterns on some connections, plus tools on every connection),
 installs it in the data plane's ``SnapshotStore`` the way a change message would, and measures:
 
-- memory held by the installed snapshot (tracemalloc), and the time to install it;
+- memory held by the installed snapshot (tracemalloc), and the time to install it (MAC check,
+  parse, compile, swap);
 - token verification per call: SHA-256 of the key and the principal look-up;
 - policy decision per call: ``Policy.allows`` for random (key, connection, tool), allowed and
   denied alike.
@@ -22,10 +23,14 @@ import time
 import tracemalloc
 
 from dataplane_addon.snapshot_store import SnapshotStore
+from shared import envelope
 from shared.apikeys import generate_key, hash_key
+from shared.envelope import Keyring
 from shared.snapshot import ConnectionRoute, KeyGrant, Snapshot
+from shared.snapshot_mac import open_snapshot, sign_snapshot
 
 BASE = {"connections": 1_000, "api_keys": 10_000, "roles": 100}
+ORG = "org_bench"
 TOOL_WORDS = ["SEND", "LIST", "GET", "CREATE", "DELETE", "SEARCH", "UPDATE", "READ"]
 OBJECTS = ["EMAIL", "THREAD", "FILE", "ISSUE", "EVENT", "CONTACT", "INVOICE", "TASK"]
 
@@ -50,34 +55,36 @@ def build_snapshot(connections: int, api_keys: int, roles: int, seed: int = 7) -
         keys.append(key)
         grants[hash_key(key)] = KeyGrant(key_id=f"key_{k}", user_id=f"usr_{k % 2000}", policy=f"role:role_{k % roles}")
     routes = {c: ConnectionRoute(name=c, url=f"http://10.0.{i // 250}.{i % 250}:8080/mcp") for i, c in enumerate(conn_ids)}
-    return Snapshot(org_id="org_bench", version=1, connections=routes, api_keys=grants, policies=policies), keys
+    return Snapshot(org_id=ORG, version=1, connections=routes, api_keys=grants, policies=policies), keys
 
 
-def _installed(raw: str, store: SnapshotStore | None = None) -> tuple[SnapshotStore, float]:
+def _installed(stored: str, keyring: Keyring, store: SnapshotStore | None = None) -> tuple[SnapshotStore, float]:
+    """Install as the data plane does: check the MAC, parse, compile, swap in."""
     store = store or SnapshotStore()
     started = time.perf_counter()
-    store.apply(Snapshot.from_json(raw))
+    store.apply(open_snapshot(ORG, stored, keyring))
     return store, time.perf_counter() - started
 
 
 def measure(connections: int, api_keys: int, roles: int, decisions: int = 200_000) -> dict:
     snapshot, keys = build_snapshot(connections, api_keys, roles)
-    raw = snapshot.to_json()
+    keyring = Keyring.single(envelope.generate_key())  # the data-plane key snapshots are MAC'd under
+    raw = sign_snapshot(snapshot, keyring)
     gc.collect()
     tracemalloc.start()
-    measured, _ = _installed(raw)
+    measured, _ = _installed(raw, keyring)
     held, _peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     del measured
     gc.collect()
-    store, install_seconds = _installed(raw)
+    store, install_seconds = _installed(raw, keyring)
 
     # The next version adds one key: unchanged policies and upstreams are reused.
     key, _ = generate_key()
     grants = {**snapshot.api_keys, hash_key(key): KeyGrant(key_id="key_new", user_id="usr_new", policy="role:role_0")}
     bumped = Snapshot(org_id=snapshot.org_id, version=2, connections=snapshot.connections, api_keys=grants,
                       policies=snapshot.policies)
-    _, change_seconds = _installed(bumped.to_json(), store)
+    _, change_seconds = _installed(sign_snapshot(bumped, keyring), keyring, store)
 
     rng = random.Random(11)
     conn_ids = list(snapshot.connections)

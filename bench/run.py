@@ -35,6 +35,7 @@ from bench.gateway import Gateway
 from bench.processes import ROOT, Child, ProcessGroup, free_port, pin, rss_mb
 from bench.profile import profile_under_load
 from bench.propagation import measure_propagation
+from control_plane.vault_keys import dataplane_keyring
 
 DIRECT, LEAN, GATEWAY, MITMDUMP = "direct", "mitmproxy-lean", "gateway", "mitmdump"
 REFERENCE_LEVEL = 8  # the throughput target is judged at concurrency 8
@@ -265,6 +266,7 @@ class BenchRun:
         self.clock.next("chain_cost", "the chain's own cost per call (synthetic flows) ...")
         seeded = self.gateway.seeded
         self.result["chain_cost"] = measure_chain_cost(self.config.redis_url, self.gateway.prefix,
+                                                       dataplane_keyring(self.gateway.settings),
                                                        seeded.connection_id, seeded.api_key)
 
     def policy_scale(self) -> None:

@@ -27,7 +27,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["mesh.vault"] = vault
     app.extensions["mesh.address_rules"] = settings.address_rules()
     app.extensions["mesh.publisher"] = SnapshotPublisher.from_url(
-        settings.redis_url, BusKeys(settings.redis_prefix), lambda: db.session, vault.deliver
+        settings.redis_url, BusKeys(settings.redis_prefix), lambda: db.session, vault.dataplane_keyring, vault.deliver
     )
 
     from control_plane.api import api

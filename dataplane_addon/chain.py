@@ -160,7 +160,8 @@ def _internal_error(request_id, status: int = 500):
 def build_chain(store: SnapshotStore | None = None) -> AddonChain:
     store = store or SnapshotStore()
     registry = CollectorRegistry()
-    follower = SnapshotFollower(store)
+    injector = CredentialInjector()  # owns the data-plane key option
+    follower = SnapshotFollower(store, lambda: injector.keyring)  # snapshots are authenticated under that key
     return AddonChain([
         follower,
         ProtocolErrors(),
@@ -173,7 +174,7 @@ def build_chain(store: SnapshotStore | None = None) -> AddonChain:
         JsonRpcParser(),
         ToolAuthorizer(),
         SessionBinding(),
-        CredentialInjector(),
+        injector,
         UpstreamAddressGuard(),
         UpstreamTimeout(),
         EventStreamInspector(),

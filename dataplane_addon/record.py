@@ -20,6 +20,7 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from mitmproxy import ctx, http
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, ThreadingWSGIServer
 
 from dataplane_addon.authenticate import bearer_token
@@ -27,6 +28,7 @@ from dataplane_addon.call import CALL, LOCAL, rpc_answer
 from dataplane_addon.routing import parse_control_plane
 from dataplane_addon.snapshot_store import SnapshotFollower, SnapshotStore
 from shared.jsonrpc import UNAUTHORIZED
+from shared.snapshot_mac import REASONS
 
 log = logging.getLogger(__name__)
 METRICS_TOKEN_ENV = "MESH_METRICS_TOKEN"
@@ -71,6 +73,7 @@ class LocalEndpoints:
             gauge.labels(kind).set_function(lambda kind=kind: self.store.stats()[kind])
         Gauge("mesh_redis_connected", "1 while the data plane follows Redis.", registry=registry).set_function(
             lambda: 1 if self.follower.connected else 0)
+        registry.register(_RejectedSnapshots(follower))
 
     def load(self, loader) -> None:
         loader.add_option("mesh_metrics_listen", str, "",
@@ -96,7 +99,8 @@ class LocalEndpoints:
         if not detailed:
             return {"status": "ok"}
         return {"status": "ok", "plane": "data", "redis": "connected" if self.follower.connected else "disconnected",
-                "uptime_seconds": round(time.time() - self.started, 1), **self.store.stats()}
+                "uptime_seconds": round(time.time() - self.started, 1), **self.store.stats(),
+                "rejected_snapshots": sum(self.follower.rejected.values())}
 
     def request(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live:
@@ -136,3 +140,18 @@ class LocalEndpoints:
         self._server = make_server(host, port, self._app, ThreadingWSGIServer, handler_class=_Quiet)
         threading.Thread(target=self._server.serve_forever, name="metrics", daemon=True).start()
         log.info("serving /metrics and /health on %s:%d", host, port)
+
+
+class _RejectedSnapshots:
+    """``mesh_snapshots_rejected_total{reason}``: the follower's count, read when scraped."""
+
+    def __init__(self, follower: SnapshotFollower) -> None:
+        self.follower = follower
+
+    def collect(self):
+        family = CounterMetricFamily("mesh_snapshots_rejected",
+                                     "Snapshots in Redis refused by this data plane (not authentic, or unusable), "
+                                     "by reason; each stored value counts once.", labels=["reason"])
+        for reason in REASONS:
+            family.add_metric([reason], self.follower.rejected[reason])
+        yield family

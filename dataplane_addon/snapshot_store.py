@@ -10,6 +10,14 @@ Redis goes away it keeps the store as it is (serving from memory) and reconnects
 on reconnecting it reloads everything, so changes made meanwhile are not missed. Absence from
 Redis never removes anything: only a tombstone snapshot does.
 
+Nothing from Redis is used before its MAC verifies under the data-plane key
+(``shared.snapshot_mac``): a snapshot that is unsigned, altered, signed under another key, copied
+from another org's field, or unreadable is refused whole, and the org keeps the snapshot it had.
+Each refused value is logged once (an error naming the org, never the content) and counted
+(``rejected``, shown by the data plane's ``/health`` and ``/metrics``). A change message only
+makes the follower fetch and check the org's snapshot; a malformed one is dropped. Without a
+data-plane key the follower refuses everything, and says so when it starts.
+
 Connections whose transport is "stdio" or "sse" are reached through the bridge
 (``dataplane_addon/bridge``): their ``Upstream`` is the bridge's address and path for them, with
 the shared bridge token as their only header (the bridge itself uses the connection's headers).
@@ -18,8 +26,11 @@ the shared bridge token as their only header (the bridge itself uses the connect
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
+from typing import Callable
 from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
@@ -33,9 +44,10 @@ from dataplane_addon.bridge.address import (
     parse_bridge_address,
 )
 from shared.bus import BusKeys, ChangeMessage
-from shared.envelope import EnvelopeError, SealedRecord, parse_record
+from shared.envelope import EnvelopeError, Keyring, SealedRecord, parse_record
 from shared.policy import Policy, PolicyError
 from shared.snapshot import Snapshot
+from shared.snapshot_mac import UNREADABLE, SnapshotRejected, open_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -195,11 +207,18 @@ class SnapshotStore:
 
 
 class SnapshotFollower:
-    """Addon: fills a ``SnapshotStore`` from Redis and keeps it current."""
+    """Addon: fills a ``SnapshotStore`` from Redis and keeps it current.
 
-    def __init__(self, store: SnapshotStore) -> None:
+    ``keyring`` returns the data-plane key (None: none configured), read at each snapshot, so the
+    data plane's ``CredentialInjector`` stays the one owner of that option."""
+
+    def __init__(self, store: SnapshotStore, keyring: Callable[[], Keyring | None]) -> None:
         self.store = store
+        self.keyring = keyring
         self.connected = False
+        self.rejected: Counter[str] = Counter()  # refused snapshots by reason (shared.snapshot_mac.REASONS)
+        self._refused: dict[str, bytes] = {}  # org id -> digest of the stored value last refused
+        self._dropped_messages = 0
         self._task: asyncio.Task | None = None
 
     def load(self, loader) -> None:
@@ -234,26 +253,45 @@ class SnapshotFollower:
 
     async def load_all(self, client: aioredis.Redis, keys: BusKeys) -> int:
         applied = 0
-        for org_id, raw in (await client.hgetall(keys.snapshots)).items():
-            applied += await self._apply_raw(org_id.decode(), raw)
+        for field_name, raw in (await client.hgetall(keys.snapshots)).items():
+            # A field that is not UTF-8 names no org; its value fails the MAC like any forgery.
+            applied += await self._apply_raw(field_name.decode(errors="replace"), raw)
         return applied
 
-    def _prepare_raw(self, org_id: str, raw: bytes | None) -> Prepared | None:
+    def _prepare_raw(self, org_id: str, raw: bytes | None) -> Prepared | SnapshotRejected | None:
         if raw is None:
             return None
         try:
-            return self.store.prepare(Snapshot.from_json(raw))
-        except (ValueError, KeyError, TypeError) as exc:
-            # Keep serving the previous snapshot of this org rather than guessing.
-            log.error("ignored an unreadable snapshot of %s: %s", org_id, type(exc).__name__)
-            return None
+            return self.store.prepare(open_snapshot(org_id, raw, self.keyring()))
+        except SnapshotRejected as rejection:
+            return rejection
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:  # authentic, yet not usable
+            return SnapshotRejected(UNREADABLE, f"it is authentic but cannot be used ({type(exc).__name__})")
 
     async def _apply_raw(self, org_id: str, raw: bytes | None) -> bool:
-        # Parsing and compiling a big org takes tens of milliseconds: not on the event loop.
+        # Checking, parsing and compiling a big org takes tens of milliseconds: not on the event loop.
         prepared = await asyncio.to_thread(self._prepare_raw, org_id, raw)
+        if isinstance(prepared, SnapshotRejected):
+            self._refuse(org_id, raw, prepared)
+            return False
         return prepared is not None and self.store.install(prepared)
 
+    def _refuse(self, org_id: str, raw: bytes, rejection: SnapshotRejected) -> None:
+        """Nothing of the snapshot is used: the org keeps what it had. Reported once per stored
+        value, so a reconnect or a flood of change messages does not repeat it."""
+        digest = hashlib.sha256(raw).digest()
+        if self._refused.get(org_id) == digest:
+            return
+        self._refused[org_id] = digest
+        self.rejected[rejection.reason] += 1
+        held = self.store.versions.get(org_id)
+        log.error("refused the snapshot of org %r in Redis: %s; %s", org_id[:100], rejection,
+                  f"still serving its version {held}" if held else "the org stays unknown here")
+
     async def follow(self, url: str, keys: BusKeys) -> None:
+        if self.keyring() is None:
+            log.error("no data-plane key (MESH_DATAPLANE_KEY or the key file): every snapshot in Redis will be "
+                      "refused, as none can be authenticated")
         backoff = 0.1
         while True:
             client = aioredis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=10)
@@ -269,7 +307,14 @@ class SnapshotFollower:
                     if message is None:
                         await client.ping()  # a silent connection may be a dead one
                         continue
-                    change = ChangeMessage.from_json(message["data"])
+                    try:
+                        change = ChangeMessage.from_json(message["data"])
+                    except (ValueError, KeyError, TypeError, OverflowError):
+                        # Not the control plane's (its messages always parse): said once, then dropped.
+                        if not self._dropped_messages:
+                            log.warning("dropped a malformed change message on %s", keys.changes)
+                        self._dropped_messages += 1
+                        continue
                     if change.version > self.store.versions.get(change.org_id, 0):
                         await self._apply_raw(change.org_id, await client.hget(keys.snapshots, change.org_id))
             except asyncio.CancelledError:

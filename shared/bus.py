@@ -4,11 +4,16 @@ one script that publishes a snapshot. Both planes name Redis keys only through t
 Keys (``<p>`` is the prefix, ``mesh`` unless ``MESH_REDIS_PREFIX`` says otherwise, so several
 installations or test runs can share one Redis):
 
-- ``<p>:snapshots``  hash  org_id -> snapshot JSON (see ``shared.snapshot``)
+- ``<p>:snapshots``  hash  org_id -> the org's snapshot JSON (``shared.snapshot``) behind a MAC
+                     bound to the field (``shared.snapshot_mac``; written and read only through it)
 - ``<p>:versions``   hash  org_id -> version of the snapshot stored above
 - ``<p>:changes``    pub/sub channel; each message is ``{"org_id": "…", "version": N}``
 - ``<p>:key_last_used`` hash  key_id -> unix seconds of its latest use seen by a data plane
                      (written at most once a minute per key by each data plane)
+
+Nothing read from Redis is trusted by itself: a snapshot is used only once its MAC verifies under
+a key derived from the data-plane key, which Redis never holds; a change message only makes the
+data plane fetch (and check) the org's snapshot; ``versions`` only orders publishing.
 
 Publishing is compare-and-set on the version, in one Lua script, so two control-plane workers
 racing can never replace a newer snapshot with an older one, and a message is sent only when
@@ -64,11 +69,15 @@ class ChangeMessage:
         return cls(org_id=str(doc["org_id"]), version=int(doc["version"]))
 
 
-# KEYS: snapshots hash, versions hash, changes channel. ARGV: org_id, version, snapshot JSON,
-# change message. Returns 1 when stored and announced, 0 when the stored version is as new.
+# KEYS: snapshots hash, versions hash, changes channel. ARGV: org_id, version, the signed snapshot
+# (``shared.snapshot_mac.sign_snapshot``), change message, and what it may replace: "newer" (only
+# an older version: the normal case), "same" (the same version too: a stored value that does not
+# verify) or "any" (a stored version ahead of the database, which no authentic snapshot can be;
+# see ``SnapshotPublisher.reconcile``). Returns 1 when stored and announced, else 0.
 PUBLISH_SCRIPT = """
 local current = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
-if tonumber(ARGV[2]) <= current then
+local version = tonumber(ARGV[2])
+if ARGV[5] ~= 'any' and (version < current or (version == current and ARGV[5] ~= 'same')) then
   return 0
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])

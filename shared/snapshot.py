@@ -1,7 +1,8 @@
 """The snapshot: everything the data plane needs to decide about one organization's traffic,
 compiled by the control plane and read by the data plane without a database.
 
-Layout (JSON, ``schema`` 1)::
+Layout (JSON, ``schema`` 1; in Redis it is stored behind a MAC bound to its org, see
+``shared.snapshot_mac``, and read only through it)::
 
     {
       "schema": 1,

@@ -18,6 +18,11 @@ from pathlib import Path
 import httpx2
 import redis
 
+from shared.bus import BusKeys
+from shared.envelope import Keyring, parse_key
+from shared.snapshot import Snapshot
+from shared.snapshot_mac import open_snapshot
+
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_URL = os.environ.get("MESH_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 # The installed console script, exactly as a user runs it.
@@ -64,6 +69,14 @@ def delete_prefix(url: str, prefix: str) -> None:
             client.delete(*keys)
     finally:
         client.close()
+
+
+def published_snapshot(client: redis.Redis, prefix: str, org_id: str, keyring: Keyring) -> Snapshot:
+    """The org's snapshot in Redis, read as the data plane reads it: MAC checked, then parsed.
+    The one way tests read a published snapshot."""
+    raw = client.hget(BusKeys(prefix).snapshots, org_id)
+    assert raw is not None, f"no snapshot of {org_id} was published"
+    return open_snapshot(org_id, raw, keyring)
 
 
 class Upstream:
@@ -175,6 +188,22 @@ class Gateway:
 
     def mcp_url(self, connection_id: str) -> str:
         return f"{self.base}/mcp/{connection_id}"
+
+    @property
+    def dataplane_key_file(self) -> Path:
+        """The data-plane key `mesh up` generated: what another data plane of this gateway needs."""
+        return self.data_dir / "dataplane.key"
+
+    def dataplane_keyring(self) -> Keyring:
+        return Keyring.single(parse_key(self.dataplane_key_file.read_text()))
+
+    def published(self, org_id: str) -> Snapshot:
+        """The org's snapshot as this gateway's data plane reads it from Redis."""
+        client = redis.Redis.from_url(self.redis_url)
+        try:
+            return published_snapshot(client, self.prefix, org_id, self.dataplane_keyring())
+        finally:
+            client.close()
 
     def start(self) -> "Gateway":
         self._log = open(self.log_path, "w")

@@ -1,10 +1,11 @@
 """``python -m dataplane_addon.bridge``: the bridge as its own process, on 127.0.0.1 only.
 
-It follows the snapshots in Redis like the data plane does, runs every stdio and sse connection
-under supervision and serves each at ``/bridge/<connection id>/mcp``. ``MESH_BRIDGE_TOKEN`` (in
-the environment) must be set: requests without it are refused. The Redis URL comes from
-``--redis-url`` or else ``REDIS_URL`` (the environment is the place for one carrying a password:
-a command line is visible to every local user). ``MESH_STDIO_USER`` runs the stdio children as
+It follows the snapshots in Redis like the data plane does (refusing any whose MAC does not
+verify under the data-plane key: nothing written straight into Redis is ever run), runs every
+stdio and sse connection under supervision and serves each at ``/bridge/<connection id>/mcp``.
+``MESH_BRIDGE_TOKEN`` (in the environment) must be set: requests without it are refused. The
+Redis URL comes from ``--redis-url`` or else ``REDIS_URL`` (the environment is the place for one
+carrying a password: a command line is visible to every local user). ``MESH_STDIO_USER`` runs the stdio children as
 another user (see ``child_isolation.py``); one that cannot be used stops the bridge at start.
 On SIGTERM or SIGINT it stops serving, then stops every child it started, and exits 0.
 """
@@ -76,7 +77,7 @@ async def serve(args: argparse.Namespace, token: str, stdio_user: ChildUser | No
         async with anyio.create_task_group() as tasks:
             keyring = load_dataplane_keyring(args.dataplane_key_file)
             connections = BridgedConnections(tasks, isolation, keyring, args.rules)
-            follower = SnapshotFollower(RouteReportingStore(connections))
+            follower = SnapshotFollower(RouteReportingStore(connections), lambda: keyring)  # checks each MAC
             tasks.start_soon(follower.follow, args.redis_url, BusKeys(args.redis_prefix))
             config = uvicorn.Config(BridgeApp(connections, token), host=LISTEN_HOST, port=args.port,
                                     log_level="warning", lifespan="off", timeout_graceful_shutdown=GRACEFUL_SECONDS)

@@ -15,6 +15,7 @@ from control_plane.migrate import upgrade
 from control_plane.models import db
 from control_plane.settings import Settings, normalize_database_url
 from tests.conftest import unavailable
+from tests.support import published_snapshot
 
 SERVERS = {
     "postgresql": os.environ.get("MESH_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
@@ -63,3 +64,10 @@ def app(settings):
         yield app
         db.session.remove()
         db.engine.dispose()
+
+
+@pytest.fixture
+def published(app, redis_client, bus_prefix):
+    """``published(org_id)``: the org's snapshot as the data plane reads it from Redis."""
+    keyring = app.extensions["mesh.vault"].dataplane_keyring
+    return lambda org_id: published_snapshot(redis_client, bus_prefix, org_id, keyring())

@@ -82,14 +82,11 @@ def test_a_refused_operation_leaves_no_row(setup):
     assert len(rows()) == before
 
 
-def test_deleting_an_org_removes_everything_in_it_and_keeps_the_record(setup, redis_client, bus_prefix):
-    from shared.bus import BusKeys
-    from shared.snapshot import Snapshot
-
+def test_deleting_an_org_removes_everything_in_it_and_keeps_the_record(setup, published):
     org, admin = setup
     connections.create_connection(org, "crm", "http://127.0.0.1:9/mcp")
     org_id = org.id
     orgs.delete_org(org)
     assert db.session.execute(sa.text("SELECT count(*) FROM connections")).scalar() == 0
     assert rows()[-1].action == "organization.delete" and rows()[-1].org_id == org_id
-    assert Snapshot.from_json(redis_client.hget(BusKeys(bus_prefix).snapshots, org_id)).deleted
+    assert published(org_id).deleted

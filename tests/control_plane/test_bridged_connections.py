@@ -17,14 +17,8 @@ from control_plane.services import orgs
 from control_plane.services.actors import member_actor
 from control_plane.services.errors import Forbidden, InvalidInput
 from control_plane.services.secrets import parse_env
-from shared.bus import BusKeys
-from shared.snapshot import Snapshot
 
 SECRET = "sk-live-0123456789abcdef"
-
-
-def published(redis_client, bus_prefix, org_id) -> Snapshot:
-    return Snapshot.from_json(redis_client.hget(BusKeys(bus_prefix).snapshots, org_id))
 
 
 @pytest.fixture
@@ -47,7 +41,7 @@ def mesh(app, settings, first):
     return run
 
 
-def test_a_stdio_connection_stores_its_command_and_reaches_the_snapshot(app, first, redis_client, bus_prefix):
+def test_a_stdio_connection_stores_its_command_and_reaches_the_snapshot(app, first, published):
     conn = bridged.create_stdio_connection(first.org, "everything", "npx",
                                            ["-y", "@modelcontextprotocol/server-everything"], {"env:API_KEY": SECRET})
     db.session.expire_all()
@@ -56,15 +50,15 @@ def test_a_stdio_connection_stores_its_command_and_reaches_the_snapshot(app, fir
         "stdio", "npx", ["-y", "@modelcontextprotocol/server-everything"], "")
     secret_row = db.session.scalar(sa.select(ConnectionSecret).where(ConnectionSecret.connection_id == conn.id))
     assert secret_row.field == "env:API_KEY" and SECRET not in secret_row.envelope  # in the vault, sealed
-    route = published(redis_client, bus_prefix, first.org.id).connections[conn.id]
+    route = published(first.org.id).connections[conn.id]
     assert (route.transport, route.command, route.args, sorted(route.credentials)) == (
         "stdio", "npx", ["-y", "@modelcontextprotocol/server-everything"], ["env:API_KEY"])
     assert SECRET not in json.dumps(route.credentials)  # delivered sealed for the data plane
 
 
-def test_an_sse_connection_is_a_checked_url_with_headers(app, first, redis_client, bus_prefix):
+def test_an_sse_connection_is_a_checked_url_with_headers(app, first, published):
     conn = bridged.create_sse_connection(first.org, "legacy", "http://127.0.0.1:8931/sse", {"header:X-Key": SECRET})
-    route = published(redis_client, bus_prefix, first.org.id).connections[conn.id]
+    route = published(first.org.id).connections[conn.id]
     assert (route.transport, route.url, sorted(route.credentials)) == ("sse", "http://127.0.0.1:8931/sse", ["header:X-Key"])
     assert SECRET not in json.dumps(route.credentials)
     with pytest.raises(InvalidInput):

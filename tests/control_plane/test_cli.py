@@ -11,7 +11,6 @@ from control_plane.cli import main
 from control_plane.services import orgs
 from shared.apikeys import hash_key
 from shared.bus import BusKeys
-from shared.snapshot import Snapshot
 
 
 @pytest.fixture
@@ -46,10 +45,10 @@ def test_header_values_are_never_printed_back(mesh):
     assert "sk-live-1234567890abcdef" not in mesh("connections", "list", "--json").output
 
 
-def test_keys_create_prints_a_key_that_is_published_as_a_hash(mesh, redis_client, bus_prefix):
+def test_keys_create_prints_a_key_that_is_published_as_a_hash(mesh, redis_client, bus_prefix, published):
     created = json.loads(mesh("keys", "create", "--name", "laptop", "--json").output)
     assert created["key"].startswith(created["prefix"] + "_")
-    snapshot = Snapshot.from_json(redis_client.hget(BusKeys(bus_prefix).snapshots, created["org_id"]))
+    snapshot = published(created["org_id"])
     assert snapshot.api_keys[hash_key(created["key"])].key_id == created["id"]
     assert created["key"] not in redis_client.hget(BusKeys(bus_prefix).snapshots, created["org_id"]).decode()
 

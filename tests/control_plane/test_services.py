@@ -13,13 +13,6 @@ from control_plane.services import api_keys, connections, orgs
 from control_plane.services.errors import Conflict, InvalidInput
 from shared.apikeys import hash_key
 from shared.bus import BusKeys, ChangeMessage
-from shared.snapshot import Snapshot
-
-
-def published(redis_client, bus_prefix, org_id) -> Snapshot:
-    raw = redis_client.hget(BusKeys(bus_prefix).snapshots, org_id)
-    assert raw is not None, "no snapshot was published"
-    return Snapshot.from_json(raw)
 
 
 @pytest.fixture
@@ -27,21 +20,22 @@ def first(app):
     return orgs.bootstrap_first_run()
 
 
-def test_first_run_creates_an_admin_an_org_and_a_working_key_once(app, first, redis_client, bus_prefix):
+def test_first_run_creates_an_admin_an_org_and_a_working_key_once(app, first, published):
     assert first.email == "admin@localhost" and first.password
-    snapshot = published(redis_client, bus_prefix, first.org.id)
+    snapshot = published(first.org.id)
     assert hash_key(first.api_key) in snapshot.api_keys
     assert orgs.bootstrap_first_run() is None
 
 
-def test_adding_a_connection_publishes_a_newer_snapshot_and_announces_it(app, first, redis_client, bus_prefix):
-    before = published(redis_client, bus_prefix, first.org.id).version
+def test_adding_a_connection_publishes_a_newer_snapshot_and_announces_it(app, first, redis_client, bus_prefix,
+                                                                          published):
+    before = published(first.org.id).version
     pubsub = redis_client.pubsub()
     pubsub.subscribe(BusKeys(bus_prefix).changes)
     pubsub.get_message(timeout=1)  # the subscribe confirmation
     conn = connections.create_connection(first.org, "echo", "http://127.0.0.1:9/mcp", {"X-Api-Key": "k"})
     assert conn.id.startswith("conn_")
-    snapshot = published(redis_client, bus_prefix, first.org.id)
+    snapshot = published(first.org.id)
     assert snapshot.version > before
     assert snapshot.connections[conn.id].url == "http://127.0.0.1:9/mcp"
     message = pubsub.get_message(timeout=2)
@@ -58,17 +52,17 @@ def test_api_keys_are_stored_only_as_hashes(app, first):
             assert key not in dumped and first.api_key not in dumped
 
 
-def test_revoked_keys_and_departed_members_drop_out_of_the_snapshot(app, first, redis_client, bus_prefix):
+def test_revoked_keys_and_departed_members_drop_out_of_the_snapshot(app, first, published):
     bob = orgs.create_user("bob@example.com", "correct horse battery staple")
     orgs.add_member(first.org, bob)
     bob_key, _ = api_keys.create_api_key(first.org, bob, "bob")
     spare, spare_row = api_keys.create_api_key(first.org, orgs.find_user("admin@localhost"), "spare")
-    keys_now = published(redis_client, bus_prefix, first.org.id).api_keys
+    keys_now = published(first.org.id).api_keys
     assert hash_key(bob_key) in keys_now and hash_key(spare) in keys_now
 
     api_keys.revoke_api_key(first.org, spare_row.id)
     orgs.remove_member(first.org, bob)
-    keys_after = published(redis_client, bus_prefix, first.org.id).api_keys
+    keys_after = published(first.org.id).api_keys
     assert hash_key(spare) not in keys_after and hash_key(bob_key) not in keys_after
     assert hash_key(first.api_key) in keys_after
 

@@ -19,10 +19,8 @@ from control_plane.services import commit_and_publish, connections, org_changed,
 from control_plane.services.errors import InvalidInput
 from control_plane.services.secrets import set_secrets
 from control_plane.vault_keys import read_keyring_file
-from shared.bus import BusKeys
 from shared.credentials import delivery_context, vault_context
 from shared.envelope import AuthenticationFailed, EnvelopeError, Keyring, open_sealed
-from shared.snapshot import Snapshot
 from tests.secret_scan import database_dump, find_secret, redis_dump
 
 BEARER = "sk-live-0123456789abcdef-a1b2"
@@ -33,10 +31,6 @@ PASSWORD = "pw-correct-horse-battery-staple"
 @pytest.fixture
 def first(app):
     return orgs.bootstrap_first_run()
-
-
-def published(redis_client, bus_prefix, org_id) -> Snapshot:
-    return Snapshot.from_json(redis_client.hget(BusKeys(bus_prefix).snapshots, org_id))
 
 
 def vault(app):
@@ -88,9 +82,9 @@ def test_secrets_are_sealed_in_the_database_and_listed_only_as_masks(app, first)
         assert vault(app).open_secret(first.org.id, conn.id, field, rows[field].envelope) == value
 
 
-def test_the_snapshot_carries_credentials_sealed_for_the_data_plane_only(app, first, redis_client, bus_prefix):
+def test_the_snapshot_carries_credentials_sealed_for_the_data_plane_only(app, first, published):
     conn = connections.create_connection(first.org, "api", "http://127.0.0.1:9/mcp", secrets={"bearer": BEARER})
-    route = published(redis_client, bus_prefix, first.org.id).connections[conn.id]
+    route = published(first.org.id).connections[conn.id]
     assert route.status == "active" and set(route.credentials) == {"bearer"}
     sealed = route.credentials["bearer"]
     assert BEARER not in sealed
@@ -176,13 +170,13 @@ def test_a_header_without_a_colon_is_refused_without_echoing_it(app, first, sett
 
 
 @pytest.mark.parametrize("part", ["ct", "n", "wk", "wn"])
-def test_a_damaged_secret_breaks_only_its_own_connection(app, first, redis_client, bus_prefix, part, caplog):
+def test_a_damaged_secret_breaks_only_its_own_connection(app, first, part, caplog, published):
     hurt = connections.create_connection(first.org, "hurt", "http://127.0.0.1:9/mcp", secrets={"bearer": BEARER})
     fine = connections.create_connection(first.org, "fine", "http://127.0.0.1:9/mcp", {"X-Api-Key": HEADER})
     damage(hurt.id, "bearer", part)
     with caplog.at_level(logging.DEBUG):
         republish(first.org)
-    routes = published(redis_client, bus_prefix, first.org.id).connections
+    routes = published(first.org.id).connections
     assert routes[hurt.id].status == "broken" and routes[hurt.id].credentials == {}
     assert routes[fine.id].status == "active" and set(routes[fine.id].credentials) == {"header:X-Api-Key"}
     failure = [r.getMessage() for r in caplog.records if hurt.id in r.getMessage()]
@@ -193,7 +187,7 @@ def test_a_damaged_secret_breaks_only_its_own_connection(app, first, redis_clien
     assert BEARER not in str(caught.value)
 
 
-def test_envelopes_swapped_between_two_connections_open_for_neither(app, first, redis_client, bus_prefix):
+def test_envelopes_swapped_between_two_connections_open_for_neither(app, first, published):
     one = connections.create_connection(first.org, "one", "http://127.0.0.1:9/mcp", secrets={"bearer": BEARER})
     two = connections.create_connection(first.org, "two", "http://127.0.0.1:9/mcp", secrets={"bearer": HEADER})
     a, b = stored(one.id)["bearer"], stored(two.id)["bearer"]
@@ -202,7 +196,7 @@ def test_envelopes_swapped_between_two_connections_open_for_neither(app, first, 
     db.session.execute(sa.update(ConnectionSecret).where(ConnectionSecret.id == b.id).values(envelope=a_envelope))
     db.session.commit()
     republish(first.org)
-    routes = published(redis_client, bus_prefix, first.org.id).connections
+    routes = published(first.org.id).connections
     assert routes[one.id].status == routes[two.id].status == "broken"
 
 
@@ -221,8 +215,7 @@ def test_the_master_keyring_file_is_created_once_private_with_a_backup_warning(a
     assert path.read_bytes() == before
 
 
-def test_rotation_moves_every_secret_under_a_new_key_and_the_old_key_opens_nothing(app, first, settings,
-                                                                                     redis_client, bus_prefix):
+def test_rotation_moves_every_secret_under_a_new_key_and_the_old_key_opens_nothing(app, first, settings, published):
     from control_plane.rotation import rotate_master_key
 
     conns = [connections.create_connection(first.org, f"c{i}", "http://127.0.0.1:9/mcp",
@@ -244,7 +237,7 @@ def test_rotation_moves_every_secret_under_a_new_key_and_the_old_key_opens_nothi
             with pytest.raises(AuthenticationFailed):
                 open_sealed(row.envelope, context, forged)
     republish(first.org)  # and the control plane still delivers them
-    assert all(published(redis_client, bus_prefix, first.org.id).connections[c.id].status == "active" for c in conns)
+    assert all(published(first.org.id).connections[c.id].status == "active" for c in conns)
 
 
 def test_rotation_with_keys_from_the_environment_needs_the_previous_key_and_then_retires_it(app, first, settings):

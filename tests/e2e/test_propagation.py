@@ -21,7 +21,8 @@ def second_data_plane(gateway):
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "dataplane_addon", "--port", str(port), "--control-plane",
                              f"127.0.0.1:{gateway.control_plane_port}", "--redis-url", gateway.redis_url,
-                             "--redis-prefix", gateway.prefix], cwd=ROOT)
+                             "--redis-prefix", gateway.prefix,
+                             "--dataplane-key-file", str(gateway.dataplane_key_file)], cwd=ROOT)
     wait_for(lambda: port_open(port), what="the second data plane")
     yield f"http://127.0.0.1:{port}"
     proc.terminate()
