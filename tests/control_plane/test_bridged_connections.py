@@ -72,7 +72,9 @@ def test_only_the_operator_may_add_a_command_that_runs_on_the_gateway_host(app, 
     with pytest.raises(Forbidden) as refused:
         bridged.create_stdio_connection(first.org, "shell", "sh", ["-c", "id"], actor=as_admin)
     assert "operator" in str(refused.value)
-    assert bridged.create_sse_connection(first.org, "legacy", "http://127.0.0.1:8931/sse", actor=as_admin).id
+    assert bridged.create_sse_connection(first.org, "legacy", "http://8.8.8.8:8931/sse", actor=as_admin).id
+    with pytest.raises(InvalidInput, match="loopback or private"):  # the operator's own network is the operator's
+        bridged.create_sse_connection(first.org, "local", "http://127.0.0.1:8931/sse", actor=as_admin)
 
 
 @pytest.mark.parametrize("command, args, env", [
