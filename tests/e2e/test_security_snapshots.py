@@ -24,7 +24,7 @@ from shared.bus import BusKeys, ChangeMessage
 from shared.envelope import Keyring, generate_key
 from shared.snapshot import ConnectionRoute, KeyGrant, Snapshot
 from shared.snapshot_mac import sign_snapshot
-from tests.support import call_tool_status, wait_for
+from tests.support import STDIO_SERVER, call_tool_status, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -154,7 +154,7 @@ def test_the_bridge_never_runs_a_command_from_a_forged_snapshot(gateway, writer,
             assert "conn_pwned" not in gateway.bridge_health()
             assert status(gateway, "conn_pwned", gateway.first_run_key) == 404  # the data plane refused it too
     # The normal path still reaches the bridge, after the forgeries (it handles changes in order).
-    cid = gateway.add_stdio_connection("real", f"{sys.executable} -m tests.upstreams.stdio_server")
+    cid = gateway.add_stdio_connection("real", STDIO_SERVER)
     wait_for(lambda: (gateway.bridge_health().get(cid) or {}).get("state") == "ready", timeout=30,
              what="a connection added through the control plane to be bridged")
     assert not marker.exists() and "conn_pwned" not in gateway.bridge_health()
