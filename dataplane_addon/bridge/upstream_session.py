@@ -26,7 +26,7 @@ from mcp.client.sse import sse_client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.shared.exceptions import MCPError
 from mcp_types import CONNECTION_CLOSED
-from shared.credentials import field_kind, header_for, open_delivered
+from shared.credentials import field_kind, header_for, open_delivered, route_origin
 
 # How long a fresh upstream may take to answer ``initialize`` (``npx`` may download a package).
 START_TIMEOUT = 60.0
@@ -68,7 +68,9 @@ class UpstreamSpec:
         if route.credentials:
             if keyring is None:
                 raise ValueError("this bridge holds no data-plane key")
-            opened = {f: open_delivered(org_id, connection_id, f, r, keyring) for f, r in route.credentials.items()}
+            origin = route_origin(route.transport, route.url)
+            opened = {f: open_delivered(org_id, connection_id, f, r, keyring, origin=origin)
+                      for f, r in route.credentials.items()}
         if route.transport == "stdio":
             env = {field_kind(f)[1]: v for f, v in opened.items() if field_kind(f)[0] == "env"}
             return cls("stdio", route.name, command=route.command, args=tuple(route.args),
