@@ -29,7 +29,7 @@ from control_plane.services.secrets import (
     stage_secrets,
     stored_fields,
 )
-from shared.credentials import mask_url
+from shared.credentials import mask_url, route_origin
 from shared.envelope import EnvelopeError
 
 TRANSPORTS = ("http",)
@@ -135,7 +135,10 @@ def update_connection(org: Organization, connection_id: str, *, name: str | None
     if url is not None:
         if connection.transport == "stdio":
             raise InvalidInput("a stdio connection has no URL: it runs a command")
-        old_origin = origin_of(connection)
+        try:
+            old_origin = route_origin(connection.transport, connection.url)
+        except ValueError:
+            old_origin = None  # a URL without an origin held no usable secret: nothing of it is kept
         connection.url = validate_upstream_url(url)
         if origin_of(connection) != old_origin:
             given = {canonical_field(f) for f in secrets}

@@ -250,6 +250,14 @@ def test_a_secret_sealed_for_one_origin_never_opens_for_another(first, guarded, 
     assert route.status == "broken" and route.credentials == {}
 
 
+def test_a_connection_whose_stored_url_names_no_origin_can_still_be_given_a_new_one(first, guarded):
+    db.session.execute(sa.update(Connection).where(Connection.id == guarded.id).values(url="not a url"))
+    db.session.commit()
+    moved, dropped = connections.update_connection(first.org, guarded.id, url="https://crm.example/mcp")
+    assert sorted(dropped) == ["bearer", "header:X-Api-Key"] and stored_fields(guarded.id) == []
+    assert moved.url == "https://crm.example/mcp"
+
+
 def test_a_stdio_connection_has_no_url_to_move(first):
     from control_plane.services import bridged_connections
 
