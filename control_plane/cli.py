@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from control_plane.cli_vault import collect_secrets, secret_options, vault
 from control_plane.settings import Settings
+from shared.credentials import mask_url
 
 ORG_HELP = "Org id or slug (default: the first-run org `default`, or the only org)."
 
@@ -177,7 +178,9 @@ def connections_set_secret(settings: Settings, connection_ref, removals, org_ref
 
 
 def _connection_row(conn, masks: dict) -> dict:
-    return {"id": conn.id, "org_id": conn.org_id, "name": conn.name, "url": conn.url, "transport": conn.transport,
+    # Query values may be credentials: shown masked, like every secret (shared.credentials.mask_url).
+    return {"id": conn.id, "org_id": conn.org_id, "name": conn.name, "url": mask_url(conn.url),
+            "transport": conn.transport,
             "status": conn.status, "command": conn.command, "args": list(conn.args or []),
             "secrets": masks.get(conn.id, {}), "created_at": conn.created_at}
 
@@ -214,8 +217,10 @@ def _json_arg(text: str | None, what: str):
 
 
 def _key_row(row) -> dict:
+    from shared.policy import scope_layers
+
     return {"id": row.id, "name": row.name, "prefix": row.prefix, "org_id": row.org_id, "user_id": row.user_id,
-            "scope": row.scope, "created_at": row.created_at, "expires_at": row.expires_at,
+            "scope": scope_layers(row.scope) or None, "created_at": row.created_at, "expires_at": row.expires_at,
             "revoked_at": row.revoked_at, "last_used_at": row.last_used_at}
 
 
@@ -383,7 +388,8 @@ def _member_row(member, user) -> dict:
 
 
 @members.command("add")
-@click.option("--email", required=True, help="An existing user (see `mesh users create`, or invite instead).")
+@click.option("--email", required=True, help="An existing user (see `mesh users create`, or invite instead). "
+                                              "Only here, as the operator: over the network people join by invitation.")
 @click.option("--role", default="member", show_default=True, help="owner, admin, member, or a custom role.")
 @click.option("--org", "org_ref", help=ORG_HELP)
 @click.option("--json", "as_json", is_flag=True)
@@ -444,7 +450,8 @@ def members_list(settings: Settings, org_ref, as_json) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def members_invite(settings: Settings, email, role, org_ref, as_json) -> None:
-    """Invite someone by email (the email goes to the console log until an email provider exists)."""
+    """Invite someone by email and print the invitation's token. The invitation email is written to
+    <data dir>/outbox/ until an email provider exists."""
     from control_plane.services import orgs as svc
 
     with _services(settings):

@@ -2,7 +2,8 @@
 
 Only what the data plane may act on goes in: active connections, and keys that are not revoked
 and whose user is still a member of the org, each pointing at the policy it is decided by: its
-role's (shared by every key of that role) or, for a narrowed key, its own (role + scope). A key
+role's (shared by every key of that role) or, for a narrowed key, its own (role + each of its
+scope documents: ``shared.policy.scope_layers``). A key
 whose owner left, or whose role vanished, stops working with the next snapshot.
 
 Connection secrets are added by ``deliver`` (``control_plane.vault.Vault.deliver``), which seals
@@ -18,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from control_plane.models import ApiKey, Connection, Member, Organization, Role
-from shared.policy import PolicyError, normalize, role_document
+from shared.policy import PolicyError, normalize, role_document, scope_layers
 from shared.snapshot import ConnectionRoute, KeyGrant, Snapshot
 
 
@@ -46,9 +47,10 @@ def compile_snapshot(session: Session, org_id: str, deliver=None) -> Snapshot:
     for key, role in rows:
         try:
             base = normalize(role_document(role, custom))
-            policy_id = f"key:{key.id}" if key.scope else f"role:{role}"
+            scope = scope_layers(key.scope)
+            policy_id = f"key:{key.id}" if scope else f"role:{role}"
             if policy_id not in policies:
-                policies[policy_id] = [base] + ([normalize(key.scope)] if key.scope else [])
+                policies[policy_id] = [base, *scope]
         except PolicyError:
             continue  # a key whose permissions cannot be decided is left out: fail closed
         api_keys[key.key_hash] = KeyGrant(

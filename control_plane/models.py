@@ -120,8 +120,10 @@ class ApiKey(db.Model):
     name: Mapped[str] = mapped_column(sa.String(200))
     prefix: Mapped[str] = mapped_column(sa.String(32))
     key_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
-    # Optional narrowing: a permission document intersected with the owner's role.
-    scope: Mapped[dict | None] = mapped_column(sa.JSON, default=None)
+    # Optional narrowing: a list of permission documents that must all allow, besides the owner's
+    # role (a key made through a narrowed key carries that key's documents first). Keys made
+    # before that hold one document. Read it with ``shared.policy.scope_layers``.
+    scope: Mapped[dict | list | None] = mapped_column(sa.JSON, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime | None] = mapped_column(default=None)
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -35,10 +35,10 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
-from control_plane.models import ConnectionSecret, db
+from control_plane.models import Connection, ConnectionSecret, db
 from control_plane.vault import Vault
 from control_plane.vault_keys import VaultKeyError
-from shared.credentials import vault_context
+from shared.credentials import route_origin, vault_context
 from shared.envelope import EnvelopeError, Keyring, generate_key, key_id_for, rewrap
 
 MAX_SWEEPS = 10
@@ -99,6 +99,14 @@ def rotate_master_key(vault: Vault, batch_size: int = 200, grace: float = 2.0, s
         return report
 
 
+def _with_origin() -> sa.Select:
+    """Secret rows with what their envelope is bound to: (id, org, connection, field, envelope,
+    transport, url)."""
+    return (sa.select(ConnectionSecret.id, ConnectionSecret.org_id, ConnectionSecret.connection_id,
+                      ConnectionSecret.field, ConnectionSecret.envelope, Connection.transport, Connection.url)
+            .join(Connection, Connection.id == ConnectionSecret.connection_id))
+
+
 def _pending(active: str) -> bool:
     query = sa.select(ConnectionSecret.id).where(ConnectionSecret.key_id != active).limit(1)
     return db.session.scalar(query) is not None
@@ -107,21 +115,20 @@ def _pending(active: str) -> bool:
 def _sweep(vault: Vault, active: str, batch_size: int, report: RotationReport, say) -> int:
     """One pass over every row not under ``active``. Returns how many rows it moved."""
     moved, after = 0, ""
-    columns = (ConnectionSecret.id, ConnectionSecret.org_id, ConnectionSecret.connection_id, ConnectionSecret.field,
-               ConnectionSecret.envelope)
     while True:
         rows = db.session.execute(
-            sa.select(*columns).where(ConnectionSecret.key_id != active, ConnectionSecret.id > after)
+            _with_origin().where(ConnectionSecret.key_id != active, ConnectionSecret.id > after)
             .order_by(ConnectionSecret.id).limit(batch_size)).all()
         if not rows:
             db.session.rollback()
             return moved
         keyring = vault.master_keyring()
         in_batch = 0
-        for row_id, org_id, connection_id, field_name, envelope in rows:
+        for row_id, org_id, connection_id, field_name, envelope, transport, url in rows:
             try:
-                record = rewrap(envelope, vault_context(org_id, connection_id, field_name), keyring)
-            except EnvelopeError as error:
+                context = vault_context(org_id, connection_id, field_name, origin=route_origin(transport, url))
+                record = rewrap(envelope, context, keyring)
+            except (EnvelopeError, ValueError) as error:
                 report.unreadable[f"{connection_id} {field_name}"] = type(error).__name__
                 continue
             updated = db.session.execute(
@@ -158,12 +165,11 @@ def vault_status(vault: Vault) -> VaultStatus:
     counts = dict(db.session.execute(sa.select(ConnectionSecret.key_id, sa.func.count())
                                      .group_by(ConnectionSecret.key_id)).all())
     unreadable = {}
-    for org_id, connection_id, field_name, envelope in db.session.execute(
-            sa.select(ConnectionSecret.org_id, ConnectionSecret.connection_id, ConnectionSecret.field,
-                      ConnectionSecret.envelope).order_by(ConnectionSecret.connection_id, ConnectionSecret.field)):
+    for _, org_id, connection_id, field_name, envelope, transport, url in db.session.execute(
+            _with_origin().order_by(ConnectionSecret.connection_id, ConnectionSecret.field)):
         try:
-            vault.open_secret(org_id, connection_id, field_name, envelope)
-        except EnvelopeError as error:
+            vault.open_secret(org_id, connection_id, field_name, envelope, origin=route_origin(transport, url))
+        except (EnvelopeError, ValueError) as error:
             unreadable[f"{connection_id} {field_name}"] = type(error).__name__
     db.session.rollback()
     source = "ENCRYPTION_KEY" if vault.master.from_environment else str(vault.master.path)

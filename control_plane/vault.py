@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from control_plane.settings import Settings
 from control_plane.vault_keys import MasterKeys, dataplane_keyring
-from shared.credentials import delivery_context, vault_context
+from shared.credentials import delivery_context, route_origin, vault_context
 from shared.envelope import EnvelopeError, Keyring, SealedRecord, open_sealed, seal
 from shared.snapshot import ConnectionRoute
 
@@ -51,11 +51,14 @@ class Vault:
             self._dataplane = dataplane_keyring(self._settings)
         return self._dataplane
 
-    def seal_secret(self, org_id: str, connection_id: str, field: str, value: str) -> SealedRecord:
-        return seal(value.encode(), vault_context(org_id, connection_id, field), self.master.keyring())
+    def seal_secret(self, org_id: str, connection_id: str, field: str, value: str, *, origin: str) -> SealedRecord:
+        """``origin``: the connection's (``shared.credentials.route_origin``); the secret opens only
+        while the connection still points there."""
+        return seal(value.encode(), vault_context(org_id, connection_id, field, origin=origin), self.master.keyring())
 
-    def open_secret(self, org_id: str, connection_id: str, field: str, envelope: str) -> str:
-        return open_sealed(envelope, vault_context(org_id, connection_id, field), self.master.keyring()).decode()
+    def open_secret(self, org_id: str, connection_id: str, field: str, envelope: str, *, origin: str) -> str:
+        context = vault_context(org_id, connection_id, field, origin=origin)
+        return open_sealed(envelope, context, self.master.keyring()).decode()
 
     def deliver(self, session: Session, org_id: str, routes: dict[str, ConnectionRoute]) -> dict[str, ConnectionRoute]:
         """The compiler's last step: each route with its secrets sealed for the data plane, or
@@ -71,11 +74,18 @@ class Vault:
         delivered = dict(routes)
         for connection_id, secrets in by_connection.items():
             credentials: dict[str, str] = {}
+            route = routes[connection_id]
             try:
+                origin = route_origin(route.transport, route.url)
+            except ValueError:
+                origin = None
+            try:
+                if origin is None:
+                    raise EnvelopeError("its URL names no origin (scheme, host, port) to open its secrets for")
                 for row in secrets:
-                    value = self.open_secret(org_id, connection_id, row.field, row.envelope)
-                    credentials[row.field] = seal(value.encode(), delivery_context(org_id, connection_id, row.field),
-                                                  self.dataplane_keyring()).to_json()
+                    value = self.open_secret(org_id, connection_id, row.field, row.envelope, origin=origin)
+                    context = delivery_context(org_id, connection_id, row.field, origin=origin)
+                    credentials[row.field] = seal(value.encode(), context, self.dataplane_keyring()).to_json()
             except EnvelopeError as error:
                 log.error("connection %s is broken: %s. Set the secret again with `mesh connections set-secret`.",
                           connection_id, error)

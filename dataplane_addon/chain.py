@@ -27,6 +27,7 @@ from dataplane_addon.sessions import SessionBinding
 from dataplane_addon.stream import EventStreamInspector
 from dataplane_addon.upstream_address import UpstreamAddressGuard
 from dataplane_addon.upstream_timeout import UpstreamTimeout
+from shared.credentials import mask_url
 from shared.jsonrpc import INTERNAL_ERROR
 
 log = logging.getLogger(__name__)
@@ -118,7 +119,7 @@ class AddonChain:
         except Exception:
             # The answer cannot be checked: it must not go out. Nothing of it has been sent; stop
             # reading it, and protocol_errors answers with a JSON-RPC error instead.
-            log.exception("a data plane addon failed on the answer to %s %s", flow.request.method, flow.request.path)
+            log.exception("a data plane addon failed on the answer to %s", _described(flow))
             call = flow.metadata.get(CALL)
             if call is not None:
                 refuse_answer(flow, call, "the gateway failed while checking it (see its log)")
@@ -130,7 +131,7 @@ class AddonChain:
             for hook in self._response:
                 hook(flow)
         except Exception:
-            log.exception("a data plane addon failed on the answer to %s %s", flow.request.method, flow.request.path)
+            log.exception("a data plane addon failed on the answer to %s", _described(flow))
             if not flow.response.stream:  # a streamed answer has gone out already
                 call = flow.metadata.get(CALL)
                 flow.response = _internal_error(call.request_id if call else None, status=502)
@@ -140,7 +141,7 @@ class AddonChain:
             for hook in self._error:
                 hook(flow)
         except Exception:
-            log.exception("a data plane addon failed on an error of %s %s", flow.request.method, flow.request.path)
+            log.exception("a data plane addon failed on an error of %s", _described(flow))
 
     @staticmethod
     def _run_on_request(hooks, flow) -> None:
@@ -148,9 +149,14 @@ class AddonChain:
             for hook in hooks:
                 hook(flow)
         except Exception:
-            log.exception("a data plane addon failed on %s %s", flow.request.method, flow.request.path)
+            log.exception("a data plane addon failed on %s", _described(flow))
             if flow.live and flow.response is None:
                 flow.response = _internal_error(call.request_id if (call := flow.metadata.get(CALL)) else None)
+
+
+def _described(flow) -> str:
+    """The request, for the log: after ``inject`` its path may hold the upstream's query, masked."""
+    return f"{flow.request.method} {mask_url(flow.request.path)}"
 
 
 def _internal_error(request_id, status: int = 500):

@@ -30,7 +30,7 @@ from mitmproxy import ctx, http
 
 from dataplane_addon.call import rpc_answer, undecided_call
 from dataplane_addon.snapshot_store import Upstream
-from shared.credentials import header_for, open_delivered
+from shared.credentials import header_for, open_delivered, upstream_origin
 from shared.envelope import EnvelopeError, Keyring, KeyFormatError, parse_key
 from shared.jsonrpc import CREDENTIALS_UNAVAILABLE
 
@@ -87,7 +87,8 @@ def credential_headers(upstream: Upstream, keyring: Keyring | None) -> list[tupl
     headers = []
     for field, record in upstream.credentials:
         try:
-            value = open_delivered(upstream.org_id, upstream.connection_id, field, record, keyring)
+            value = open_delivered(upstream.org_id, upstream.connection_id, field, record, keyring,
+                                   origin=upstream_origin(upstream.scheme, upstream.host, upstream.port))
         except (EnvelopeError, UnicodeDecodeError) as error:
             reason = error if isinstance(error, EnvelopeError) else "not text"
             raise CredentialsUnavailable(str(reason)) from None

@@ -1,5 +1,6 @@
 """What a connection's credentials are, for both planes: their field names, the envelope
-contexts they are sealed under, the headers each one becomes, and the mask shown instead of it.
+contexts they are sealed under, the headers each one becomes, and the masks shown instead of
+them (of a secret, and of a URL's query string).
 
 Fields (one secret each; the field name is bound into the envelope's associated data):
 
@@ -12,12 +13,18 @@ The same field is sealed twice in its life: under the master key in the database
 ``vault``) and under the data-plane key in a snapshot (purpose ``delivery``). The two contexts
 differ, so neither record can stand in for the other.
 
+Both contexts also bind the connection's **origin** (``upstream_origin``: ``https://host:443``, or
+``stdio`` for a command): a secret sealed for one upstream cannot be opened once the
+connection points at another scheme, host or port, so a changed URL never receives an old
+secret, whatever path changed it.
+
 Nothing here encrypts (``shared.envelope`` does) and nothing here logs.
 """
 
 from __future__ import annotations
 
 import base64
+from urllib.parse import urlsplit, urlunsplit
 
 from shared.envelope import SealContext
 
@@ -27,6 +34,8 @@ HEADER_PREFIX = "header:"
 ENV_PREFIX = "env:"
 VAULT = "vault"
 DELIVERY = "delivery"
+STDIO_ORIGIN = "stdio"
+DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def header_field(name: str) -> str:
@@ -53,12 +62,40 @@ def sets_authorization(field: str) -> bool:
     return kind in (BEARER, BASIC) or (kind == "header" and name.lower() == "authorization")
 
 
-def vault_context(org_id: str, connection_id: str, field: str) -> SealContext:
-    return SealContext(VAULT, org_id, connection_id, field)
+def upstream_origin(scheme: str, host: str, port: int | None) -> str:
+    """The canonical origin a secret is bound to: ``https://host:443`` (lowercase, the port
+    always written, the scheme's default when none is given). Raises ``ValueError`` for a
+    scheme without a default port when none is given."""
+    scheme, host = scheme.lower(), host.lower()
+    if port is None:
+        if scheme not in DEFAULT_PORTS:
+            raise ValueError(f"no default port for scheme {scheme!r}")
+        port = DEFAULT_PORTS[scheme]
+    if ":" in host:  # an IPv6 literal, as urlsplit gives it (without brackets)
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{port}"
 
 
-def delivery_context(org_id: str, connection_id: str, field: str) -> SealContext:
-    return SealContext(DELIVERY, org_id, connection_id, field)
+def url_origin(url: str) -> str:
+    """``upstream_origin`` of a URL. Raises ``ValueError`` for one without a usable host or port."""
+    parts = urlsplit(url)
+    if not parts.hostname:
+        raise ValueError("the URL has no host")
+    return upstream_origin(parts.scheme, parts.hostname, parts.port)
+
+
+def route_origin(transport: str, url: str) -> str:
+    """The origin of a connection (``transport`` and ``url`` as a connection or snapshot route
+    holds them): ``stdio`` for a command, else its URL's."""
+    return STDIO_ORIGIN if transport == "stdio" else url_origin(url)
+
+
+def vault_context(org_id: str, connection_id: str, field: str, *, origin: str) -> SealContext:
+    return SealContext(VAULT, org_id, connection_id, field, origin)
+
+
+def delivery_context(org_id: str, connection_id: str, field: str, *, origin: str) -> SealContext:
+    return SealContext(DELIVERY, org_id, connection_id, field, origin)
 
 
 def header_for(field: str, value: str) -> tuple[str, str] | None:
@@ -73,26 +110,48 @@ def header_for(field: str, value: str) -> tuple[str, str] | None:
     return None
 
 
+MASK = "…"
+MASK_MIN_LENGTH = 16  # shorter secrets show nothing of themselves
+MASK_SHOWN = 4        # longer ones at most their last 4 characters
+
+
 def mask_secret(value: str) -> str:
-    """What listings show instead of a secret: ``sk-…a1b2``. Short values show nothing at all,
-    and never more than 7 characters of a value of 16 or more are shown."""
-    if len(value) < 12:
-        return "…"
-    if len(value) < 16:
-        return "…" + value[-2:]
-    return value[:3] + "…" + value[-4:]
+    """What listings show instead of a secret: ``…a1b2`` (its last 4 characters) for one of 16
+    characters or more, ``…`` for anything shorter. A ``basic`` credential is masked whole
+    (``user:password``): some services put the key itself in the user name."""
+    if len(value) < MASK_MIN_LENGTH:
+        return MASK
+    return MASK + value[-MASK_SHOWN:]
 
 
-def mask_credential(field: str, value: str) -> str:
-    if field == BASIC:
-        user, _, password = value.partition(":")
-        return f"{user}:{mask_secret(password)}"
-    return mask_secret(value)
+def mask_url(url: str) -> str:
+    """A URL as listings, logs, errors and the audit trail show it: every query value replaced
+    by ``…`` (any of them may be a credential: ``?api_key=…``), a query item without a value
+    masked whole, user information and fragment masked. Scheme, host, port, path and query
+    names stay, so the URL can still be recognised. Something that does not parse as a URL
+    shows nothing."""
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+    except ValueError:
+        return MASK
+    if "@" in netloc:
+        netloc = MASK + "@" + netloc.rpartition("@")[2]
+    query = "&".join(_mask_query_item(item) for item in parts.query.split("&")) if parts.query else ""
+    return urlunsplit((parts.scheme, netloc, parts.path, query, MASK if parts.fragment else ""))
 
 
-def open_delivered(org_id: str, connection_id: str, field: str, record, keyring) -> str:
+def _mask_query_item(item: str) -> str:
+    name, sep, value = item.partition("=")
+    if not sep:
+        return MASK if item else ""
+    return f"{name}={MASK if value else ''}"
+
+
+def open_delivered(org_id: str, connection_id: str, field: str, record, keyring, *, origin: str) -> str:
     """A credential as the data plane (or its bridge) received it, opened with the data-plane
-    key. Raises ``shared.envelope.EnvelopeError`` (saying why, never what) or ``ValueError``."""
+    key, for the upstream at ``origin`` (``upstream_origin(scheme, host, port)``, or ``stdio``). Raises
+    ``shared.envelope.EnvelopeError`` (saying why, never what) or ``ValueError``."""
     from shared.envelope import open_sealed
 
-    return open_sealed(record, delivery_context(org_id, connection_id, field), keyring).decode()
+    return open_sealed(record, delivery_context(org_id, connection_id, field, origin=origin), keyring).decode()

@@ -11,8 +11,9 @@ key-encryption key wraps many data keys, each with its own random nonce (far bel
 messages per key where random GCM nonces start to risk a collision).
 
 Associated data binds a record to where it belongs (``SealContext``: purpose, org, connection,
-field): a ciphertext copied to another row, another connection, another field, or from the
-vault into a delivery, fails authentication. The wrapped data key is bound to the same context
+field, and the origin of the upstream it is for): a ciphertext copied to another row, another
+connection, another field, from the vault into a delivery, or kept while the connection was
+pointed at another origin, fails authentication. The wrapped data key is bound to the same context
 and to the key id, so swapping the wrapped keys of two records fails as well.
 
 Record layout, version 1: a compact JSON object, byte strings as unpadded base64url::
@@ -24,7 +25,9 @@ Record layout, version 1: a compact JSON object, byte strings as unpadded base64
      "n":  "…",              # 12-byte nonce of the value's encryption
      "ct": "…"}              # the value encrypted under the data key, + 16-byte GCM tag
 
-Associated data (``ctx`` is the UTF-8 JSON array ``[purpose, org_id, connection_id, field]``)::
+Associated data (``ctx`` is the UTF-8 JSON array ``[purpose, org_id, connection_id, field, origin]``;
+records sealed before the origin was bound used the first four only, and were sealed again by
+the migration ``0007_origin_bound_secrets``)::
 
     wrap:  b"mesh-envelope/1 wrap\\0" + kid + b"\\0" + ctx
     value: b"mesh-envelope/1 value\\0" + ctx
@@ -89,10 +92,11 @@ class SealContext:
     org_id: str
     connection_id: str
     field: str
+    origin: str  # the upstream's "https://host:443", or "stdio" (``shared.credentials``)
 
     def encode(self) -> bytes:
         # JSON escapes every separator, so two different contexts never encode the same.
-        return json.dumps([self.purpose, self.org_id, self.connection_id, self.field],
+        return json.dumps([self.purpose, self.org_id, self.connection_id, self.field, self.origin],
                           separators=(",", ":")).encode()
 
     def describe(self) -> str:

@@ -16,7 +16,8 @@ where ``*`` matches any run of characters (``LIST_*``, ``*_EMAIL``, ``*``). A ba
 does not mention allows nothing of that kind.
 
 A principal's ``Policy`` is a list of such documents that must all allow (its role, then its
-key's scope if the key was narrowed), so a narrowed key can never exceed its user's role.
+key's scope documents if the key was narrowed: ``scope_layers``), so a narrowed key can never
+exceed its user's role, nor a key made through a narrowed key the key that made it.
 
 Compiled once per snapshot: exact names go in sets; wildcard patterns are indexed by their
 literal head (the text before the first ``*``) and matched without backtracking: the head and
@@ -364,6 +365,20 @@ class Policy:
 
     def may_manage(self, permission: str) -> bool:
         return all(permission in layer.manage for layer in self.layers)
+
+
+def scope_layers(scope: Any) -> list[dict[str, Any]]:
+    """An API key's narrowing scope as stored, as the list of documents that must all allow:
+    ``None`` (not narrowed) → ``[]``; one document (keys made before scopes could stack) → that
+    one; a list of documents (a key made through a narrowed key: its scope, then the new one)
+    → each. Every document is validated (``PolicyError`` otherwise)."""
+    if scope is None:
+        return []
+    if isinstance(scope, Mapping):
+        return [normalize(scope)]
+    if isinstance(scope, list) and scope:
+        return [normalize(doc) for doc in scope]
+    raise PolicyError("a key's scope must be a permission document or a non-empty list of them")
 
 
 def role_document(role: str, custom_roles: Mapping[str, Mapping[str, Any]]) -> Mapping[str, Any]:

@@ -40,5 +40,6 @@ class ApiKeyVerifier:
                 scopes=[],
                 subject=key.user_id,
                 expires_at=int(key.expires_at.replace(tzinfo=UTC).timestamp()) if key.expires_at else None,
-                claims={"org_id": key.org_id, "scope": key.scope},
+                claims={"org_id": key.org_id, "scope": key.scope,
+                        "expires_at": key.expires_at.isoformat() if key.expires_at else None},
             )

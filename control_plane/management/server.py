@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import datetime
 from typing import Any
 
 import anyio
@@ -33,8 +34,9 @@ def _caller() -> Caller:
     token = get_access_token()
     if token is None:  # the SDK's bearer middleware lets nothing unauthenticated this far
         raise NotFound("not authenticated")
+    expires = token.claims.get("expires_at")
     return Caller(user_id=token.subject, key_id=token.client_id, key_org_id=token.claims["org_id"],
-                  scope=token.claims.get("scope"))
+                  scope=token.claims.get("scope"), expires_at=datetime.fromisoformat(expires) if expires else None)
 
 
 def _tool(spec: ToolSpec) -> types.Tool:

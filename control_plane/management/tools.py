@@ -3,7 +3,11 @@ and the validation they get), the management permission that shows it in ``tools
 handler that calls the service layer.
 
 Keys act as their user: a tool acts in ``org_id`` (default: the key's own org) with the user's
-role there, narrowed by the key's scope. An org the user is not in looks like no org at all.
+role there, narrowed by the key's scope. An org the user is not in looks like no org at all,
+and so does every org but its own to a key with a scope. Every actor carries the key it acts
+through (``KeyBinding``), so the services keep what it creates within that key.
+
+Connection URLs are shown with their query values masked (``shared.credentials.mask_url``).
 """
 
 from __future__ import annotations
@@ -17,10 +21,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from control_plane.models import Organization, User, db, utcnow
 from control_plane.services import api_keys, connections, orgs, roles
-from control_plane.services.actors import Actor, member_actor
+from control_plane.services.actors import Actor, KeyBinding, member_actor
 from control_plane.services.errors import NotFound
 from control_plane.services.secrets import credential_fields, masks_of
-from shared.policy import Policy
+from shared.credentials import mask_url
+from shared.policy import Policy, PolicyError, scope_layers
 
 Id = Annotated[str, Field(min_length=1, max_length=64)]
 Name = Annotated[str, Field(min_length=1, max_length=200)]
@@ -46,15 +51,24 @@ class Result(BaseModel):
 
 @dataclass(frozen=True)
 class Caller:
-    """Who is calling: the user behind the API key."""
+    """Who is calling: the user behind the API key, and the key."""
 
     user_id: str
     key_id: str
     key_org_id: str
-    scope: dict | None
+    scope: dict | list | None  # as ``ApiKey.scope`` stores it
+    expires_at: datetime | None = None
+
+    @property
+    def key(self) -> KeyBinding:
+        try:
+            layers = tuple(scope_layers(self.scope))
+        except PolicyError:
+            layers = ({},)  # a scope that cannot be read allows nothing
+        return KeyBinding(self.key_id, self.key_org_id, layers, self.expires_at)
 
     def actor_in(self, org: Organization) -> Actor:
-        return member_actor(org, self.user_id, self.scope)
+        return member_actor(org, self.user_id, self.key)
 
     def org(self, ref: str | None) -> tuple[Organization, Actor]:
         org = db.session.get(Organization, self.key_org_id) if ref is None else _find_org(ref)
@@ -102,7 +116,7 @@ class MemberList(Result):
 
 
 class MemberAdded(Result):
-    status: Literal["added", "invited"]
+    status: Literal["invited"] = Field(description="Always 'invited': the person becomes a member when they accept.")
     email: str
     role: str
 
@@ -111,7 +125,7 @@ class ConnectionOut(Result):
     id: str
     org_id: str
     name: str
-    url: str
+    url: str = Field(description="The upstream's URL, query values masked ('?key=…').")
     transport: str
     status: str
     credentials: dict[str, str] = Field(description="Credential fields (bearer, basic, header:<Name>) with masked "
@@ -121,6 +135,12 @@ class ConnectionOut(Result):
     test_status: str | None
     created_at: str
     updated_at: str
+
+
+class ConnectionUpdated(ConnectionOut):
+    credentials_dropped: list[str] = Field(
+        description="Credentials removed because the URL moved to another origin (scheme, host or port) and this "
+                    "call did not set them again: they were given for the old upstream only.")
 
 
 class ConnectionPage(Result):
@@ -145,7 +165,8 @@ class KeyOut(Result):
     name: str
     prefix: str
     user_id: str
-    scope: dict[str, Any] | None
+    scope: list[dict[str, Any]] | None = Field(description="Permission documents narrowing the key (all must "
+                                                           "allow); null: the user's role alone.")
     created_at: str
     expires_at: str | None
     revoked_at: str | None
@@ -170,16 +191,23 @@ def org_out(org) -> dict:
 
 
 def connection_out(c) -> dict:
-    return {"id": c.id, "org_id": c.org_id, "name": c.name, "url": c.url, "transport": c.transport,
+    return {"id": c.id, "org_id": c.org_id, "name": c.name, "url": mask_url(c.url), "transport": c.transport,
             "status": c.status, "credentials": masks_of(c), "tools": c.tool_catalog,
             "tested_at": _iso(c.tested_at), "test_status": c.test_status,
             "created_at": _iso(c.created_at), "updated_at": _iso(c.updated_at)}
 
 
 def key_out(k) -> dict:
-    return {"id": k.id, "name": k.name, "prefix": k.prefix, "user_id": k.user_id, "scope": k.scope,
+    return {"id": k.id, "name": k.name, "prefix": k.prefix, "user_id": k.user_id, "scope": _scope_out(k.scope),
             "created_at": _iso(k.created_at), "expires_at": _iso(k.expires_at), "revoked_at": _iso(k.revoked_at),
             "last_used_at": _iso(k.last_used_at)}
+
+
+def _scope_out(scope) -> list[dict[str, Any]] | None:
+    try:
+        return scope_layers(scope) or None
+    except PolicyError:
+        return [{}]  # shown as what it is: a scope that allows nothing
 
 
 # -- arguments and handlers -------------------------------------------------------------------
@@ -195,8 +223,9 @@ def organization_create(caller: Caller, a: OrgCreate) -> dict:
 
 
 def _as_user(caller: Caller) -> Actor:
-    """The user outside any org: no rights of their own beyond founding orgs and listing theirs."""
-    return Actor(user_id=caller.user_id, org_id=None, role=None, policy=Policy([{}]))
+    """The user outside any org: no rights of their own beyond founding orgs and listing theirs
+    (both limited by the key acted through)."""
+    return Actor(user_id=caller.user_id, org_id=None, role=None, policy=Policy([{}]), key=caller.key)
 
 
 class NoArgs(Args):
@@ -242,14 +271,12 @@ class MemberAdd(InOrg):
 
 
 def member_add(caller: Caller, a: MemberAdd) -> dict:
+    # Always an invitation, answered alike for every address: whether it has an account is not
+    # the caller's to learn, and nobody becomes a member without accepting. The token goes only
+    # into the invitation email.
     org, actor = caller.org(a.org_id)
-    try:
-        user = orgs.find_user(a.email)
-    except NotFound:
-        orgs.invite(org, a.email, a.role, actor=actor)
-        return {"status": "invited", "email": a.email.lower(), "role": a.role}
-    orgs.add_member(org, user, a.role, actor=actor)
-    return {"status": "added", "email": user.email, "role": a.role}
+    orgs.invite(org, a.email, a.role, actor=actor)
+    return {"status": "invited", "email": a.email.strip().lower(), "role": a.role}
 
 
 class MemberRef(InOrg):
@@ -327,16 +354,19 @@ def connection_get(caller: Caller, a: ConnectionRef) -> dict:
     return connection_out(connections.get_connection(org, a.connection_id, actor=actor))
 
 
-class ConnectionUpdate(ConnectionRef):
+class ConnectionUpdate(ConnectionRef, Credentials):
     name: Name | None = None
-    url: Url | None = None
+    url: Url | None = Field(None, description="A URL on another origin (scheme, host, port) drops the connection's "
+                                              "credentials unless this call sets them again.")
     status: Literal["active", "inactive"] | None = None
 
 
 def connection_update(caller: Caller, a: ConnectionUpdate) -> dict:
     org, actor = caller.org(a.org_id)
-    return connection_out(connections.update_connection(org, a.connection_id, name=a.name, url=a.url,
-                                                        status=a.status, actor=actor))
+    secrets = credential_fields(bearer=a.bearer, basic=a.basic, headers=a.headers)
+    connection, dropped = connections.update_connection(org, a.connection_id, name=a.name, url=a.url,
+                                                        status=a.status, secrets=secrets, actor=actor)
+    return {**connection_out(connection), "credentials_dropped": dropped}
 
 
 def connection_delete(caller: Caller, a: ConnectionRef) -> dict:
@@ -467,8 +497,8 @@ TOOLS: dict[str, ToolSpec] = {t.name: t for t in (
              organization_update, "org.update"),
     ToolSpec("ORGANIZATION_DELETE", "Delete an organization and everything in it.", OrgDelete, Done,
              organization_delete, "org.delete"),
-    ToolSpec("ORGANIZATION_MEMBER_ADD", "Add a user by email (invites them if they have no account).", MemberAdd,
-             MemberAdded, member_add, "members.manage"),
+    ToolSpec("ORGANIZATION_MEMBER_ADD", "Invite someone by email; they become a member when they accept. The "
+             "answer is the same for every address.", MemberAdd, MemberAdded, member_add, "members.manage"),
     ToolSpec("ORGANIZATION_MEMBER_REMOVE", "Remove a member; their API keys stop working.", MemberRef, Done,
              member_remove, "members.manage"),
     ToolSpec("ORGANIZATION_MEMBER_LIST", "Members and their roles.", InOrg, MemberList, member_list,
@@ -481,8 +511,9 @@ TOOLS: dict[str, ToolSpec] = {t.name: t for t in (
              ConnectionPage, connection_list, "connections.read"),
     ToolSpec("COLLECTION_CONNECTIONS_GET", "One connection.", ConnectionRef, ConnectionOut, connection_get,
              "connections.read"),
-    ToolSpec("COLLECTION_CONNECTIONS_UPDATE", "Change a connection's name, URL or status.", ConnectionUpdate,
-             ConnectionOut, connection_update, "connections.write"),
+    ToolSpec("COLLECTION_CONNECTIONS_UPDATE", "Change a connection's name, URL, status or credentials. Moving it to "
+             "another origin drops its credentials unless the same call sets them.", ConnectionUpdate,
+             ConnectionUpdated, connection_update, "connections.write"),
     ToolSpec("COLLECTION_CONNECTIONS_DELETE", "Delete a connection.", ConnectionRef, Done, connection_delete,
              "connections.write"),
     ToolSpec("CONNECTION_TEST", "Connect to the upstream with its credentials; report status, latency, server "

@@ -2,7 +2,11 @@
 narrowed to part of the owner's permissions and optionally expiring.
 
 Members make and revoke their own keys; ``keys.manage`` lets an admin list and revoke anyone's.
-Nobody but the operator mints a key for someone else (that would be impersonation)."""
+Nobody but the operator mints a key for someone else (that would be impersonation).
+
+A key made through another key never outgrows it: it carries the creating key's scope
+documents before its own (``ApiKey.scope`` is then a list of documents that must all allow),
+and expires no later than the creating key."""
 
 from __future__ import annotations
 
@@ -22,7 +26,9 @@ from shared.policy import PolicyError, normalize
 
 def create_api_key(org: Organization, user: User, name: str, *, scope: Any = None,
                    expires_at: datetime | None = None, actor: Actor = OPERATOR) -> tuple[str, ApiKey]:
-    """Returns the key itself (the only time it exists outside the caller) and its row."""
+    """Returns the key itself (the only time it exists outside the caller) and its row.
+    ``scope`` (a permission document) narrows the key; an ``actor`` acting through a key narrows
+    it further by that key's scope and caps its expiry at that key's."""
     require(actor, org)
     if not actor.is_operator and actor.user_id != user.id:
         raise Forbidden("API keys can only be created by their own user")
@@ -31,16 +37,20 @@ def create_api_key(org: Organization, user: User, name: str, *, scope: Any = Non
     name = (name or "").strip()
     if not name or len(name) > 200:
         raise InvalidInput("an API key needs a name of 1 to 200 characters")
+    layers = list(actor.scope)  # made through a narrowed key: narrowed by it first
     if scope is not None:
         try:
-            scope = normalize(scope)
+            layers.append(normalize(scope))
         except PolicyError as error:
             raise InvalidInput(f"invalid scope: {error}") from None
+    limit = actor.key.expires_at if actor.key is not None else None
+    if limit is not None and (expires_at is None or expires_at > limit):
+        expires_at = limit  # no key outlives the key that made it
     if expires_at is not None and expires_at <= utcnow():
         raise InvalidInput("the expiry must be in the future")
     key, prefix = generate_key()
-    row = ApiKey(org_id=org.id, user_id=user.id, name=name, prefix=prefix, key_hash=hash_key(key), scope=scope,
-                 expires_at=expires_at)
+    row = ApiKey(org_id=org.id, user_id=user.id, name=name, prefix=prefix, key_hash=hash_key(key),
+                 scope=layers or None, expires_at=expires_at)
     db.session.add(row)
     org_changed(org.id)
     audit.record(actor, "api_key.create", org_id=org.id, target=row)

@@ -3,7 +3,8 @@ target before and after, in the same transaction as the change (so a change with
 or a record without its change, cannot exist).
 
 ``describe`` is the one place that turns a row into what the trail keeps: columns that could
-hold a secret (key hashes, password hashes, invitation tokens, connection headers) are masked.
+hold a secret (key hashes, password hashes, invitation tokens, connection headers) are masked,
+and a URL is kept as listings show it (query values masked, ``shared.credentials.mask_url``).
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ import sqlalchemy as sa
 
 from control_plane.models import AdminAudit, db
 from control_plane.services.actors import Actor
+from shared.credentials import mask_url
 
 # Columns never copied into the trail as they are.
 SECRET_COLUMNS = frozenset({"key_hash", "password_hash", "token_hash", "envelope"})
+URL_COLUMNS = frozenset({"url"})
 
 
 def describe(row: Any) -> dict[str, Any] | None:
@@ -28,6 +31,8 @@ def describe(row: Any) -> dict[str, Any] | None:
         value = getattr(row, column.key)
         if column.key in SECRET_COLUMNS:
             value = sorted(value) if isinstance(value, dict) else ("…" if value else None)
+        elif column.key in URL_COLUMNS and isinstance(value, str):
+            value = mask_url(value)
         elif isinstance(value, datetime):
             value = value.isoformat()
         out[column.key] = value

@@ -18,7 +18,7 @@ from control_plane.models import Connection, Organization, new_id
 from control_plane.services.actors import OPERATOR, Actor, require
 from control_plane.services.connections import check_upstream_address, save_new_connection, validate_upstream_url
 from control_plane.services.errors import Forbidden, InvalidInput
-from shared.credentials import field_kind
+from control_plane.services.secrets import check_fields_for
 
 MAX_COMMAND = 1024
 MAX_ARGS = 100
@@ -63,8 +63,7 @@ def create_stdio_connection(org: Organization, name: str, command: str, args: li
         raise Forbidden("stdio connections run commands on the gateway's host: only the operator "
                         "(the `mesh` command) can add them")
     secrets = dict(secrets or {})
-    if any(field_kind(f)[0] != "env" for f in secrets):
-        raise InvalidInput("a stdio connection takes environment values (--env), not headers or bearer tokens")
+    check_fields_for("stdio", secrets)
     if len(secrets) > MAX_ENV:
         raise InvalidInput(f"a stdio connection takes at most {MAX_ENV} environment variables")
     args = list(args or [])
@@ -80,8 +79,7 @@ def create_sse_connection(org: Organization, name: str, url: str, secrets: dict[
     endpoint, usually ``…/sse``); its credentials go with every request the bridge makes to it."""
     require(actor, org, "connections.write")
     secrets = dict(secrets or {})
-    if any(field_kind(f)[0] == "env" for f in secrets):
-        raise InvalidInput("environment values (--env) are for stdio connections")
+    check_fields_for("sse", secrets)
     url = validate_upstream_url(url)
     check_upstream_address(url, actor)
     connection = Connection(id=new_id("conn"), org_id=org.id, name=_check_name(name), url=url,

@@ -1,5 +1,12 @@
 """Connections: the upstream MCP servers an org reaches through the gateway. Their secrets live
-in the vault (``services.secrets``); a connection row holds only what is not secret."""
+in the vault (``services.secrets``); a connection row holds only what is not secret.
+
+A connection's URL may still carry a credential in its query string (``?api_key=…``): it is
+shown, searched, logged and audited only through ``shared.credentials.mask_url``.
+
+Secrets belong to an origin: moving a connection's URL to another scheme, host or port drops
+its secrets unless the same call sets them again (``update_connection``), so whoever may edit a
+connection cannot send its owner's credentials to a server of their choosing."""
 
 from __future__ import annotations
 
@@ -12,7 +19,18 @@ from control_plane.models import Connection, Organization, db, new_id, utcnow
 from control_plane.services import audit, commit_and_publish, org_changed
 from control_plane.services.actors import OPERATOR, Actor, require
 from control_plane.services.errors import InvalidInput, NotFound
-from control_plane.services.secrets import clear_headers, credential_fields, set_secrets, stage_secrets
+from control_plane.services.secrets import (
+    canonical_field,
+    check_fields_for,
+    clear_headers,
+    credential_fields,
+    origin_of,
+    set_secrets,
+    stage_secrets,
+    stored_fields,
+)
+from shared.credentials import mask_url, route_origin
+from shared.envelope import EnvelopeError
 from shared.upstream_addresses import AddressRefused, resolve
 
 TRANSPORTS = ("http",)
@@ -22,9 +40,13 @@ def validate_upstream_url(url: str) -> str:
     """Refuse URLs that are not plain http(s) to a host. Where the host may be is
     ``check_upstream_address``'s business."""
     url = url.strip()
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- raises for a port that is not a number from 0 to 65535
+    except ValueError:
+        raise InvalidInput(f"upstream URL is not a valid URL: {mask_url(url)!r}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidInput(f"upstream URL must be http:// or https:// with a host, got {url!r}")
+        raise InvalidInput(f"upstream URL must be http:// or https:// with a host, got {mask_url(url)!r}")
     if parts.username or parts.password:
         raise InvalidInput("upstream URL must not carry credentials; use --basic, --bearer or --header instead")
     if len(url) > 2048:
@@ -62,8 +84,7 @@ def create_connection(org: Organization, name: str, url: str, headers: dict[str,
     """``headers`` and ``secrets`` (vault field -> value, see ``secrets.credential_fields``) are
     sealed into the vault in the same transaction as the connection."""
     require(actor, org, "connections.write")
-    if any(field.startswith("env:") for field in secrets or {}):
-        raise InvalidInput("environment values (--env) are for stdio connections")
+    check_fields_for(transport, secrets or {})
     name = name.strip()
     if not name or len(name) > 200:
         raise InvalidInput("a connection needs a name of 1 to 200 characters")
@@ -111,27 +132,53 @@ def get_connection(org: Organization, connection_id: str, *, actor: Actor = OPER
 
 
 def update_connection(org: Organization, connection_id: str, *, name: str | None = None, url: str | None = None,
-                      status: str | None = None, actor: Actor = OPERATOR) -> Connection:
+                      status: str | None = None, secrets: dict[str, str] | None = None,
+                      actor: Actor = OPERATOR) -> tuple[Connection, list[str]]:
+    """Change a connection's name, URL or status, and set ``secrets`` (vault field -> value, see
+    ``secrets.credential_fields``) in the same transaction. Returns the connection and the
+    secrets that were dropped: all it had, when the URL moves to another origin (scheme, host,
+    port), but those this call sets again."""
     require(actor, org, "connections.write")
     connection = get_connection(org, connection_id)
     before = audit.describe(connection)
+    secrets = dict(secrets or {})
+    dropped: list[str] = []
+    check_fields_for(connection.transport, secrets)
     if name is not None:
         name = name.strip()
         if not name or len(name) > 200:
             raise InvalidInput("a connection needs a name of 1 to 200 characters")
         connection.name = name
     if url is not None:
+        if connection.transport == "stdio":
+            raise InvalidInput("a stdio connection has no URL: it runs a command")
+        try:
+            old_origin = route_origin(connection.transport, connection.url)
+        except ValueError:
+            old_origin = None  # a URL without an origin held no usable secret: nothing of it is kept
         connection.url = validate_upstream_url(url)
         check_upstream_address(connection.url, actor)
         connection.allow_private = actor.is_operator
+        if origin_of(connection) != old_origin:
+            given = {canonical_field(f) for f in secrets}
+            dropped = [f for f in stored_fields(connection) if canonical_field(f) not in given]
     if status is not None:
         if status not in STATUSES:
             raise InvalidInput(f"unknown status {status!r}; expected one of {', '.join(STATUSES)}")
         connection.status = status
+    if secrets or dropped:
+        try:
+            stage_secrets(connection, secrets, tuple(dropped))
+        except Exception:
+            db.session.rollback()
+            raise
     org_changed(org.id)
-    audit.record(actor, "connection.update", org_id=org.id, target=connection, before=before)
+    # The trail names which credentials were set or dropped, never their values.
+    changes = sorted(secrets) + [f"-{f}" for f in dropped]
+    audit.record(actor, "connection.update", org_id=org.id, target=connection,
+                 before={**before, "credentials": changes} if changes else before)
     commit_and_publish(org.id)
-    return connection
+    return connection, dropped
 
 
 def delete_connection(org: Organization, connection_id: str, *, actor: Actor = OPERATOR) -> None:
@@ -153,7 +200,10 @@ def page_connections(org: Organization, *, search: str | None = None, status: st
                      limit: int = 50, cursor: str | None = None,
                      actor: Actor = OPERATOR) -> tuple[list[Connection], str | None]:
     """A page of the org's connections, filtered and sorted; returns the page and the cursor of
-    the next one (None at the end). The cursor is an offset, opaque to callers."""
+    the next one (None at the end). The cursor is an offset, opaque to callers.
+
+    ``search`` matches the name or the URL as listings show it (``mask_url``): matching the
+    stored URL would let a reader find a masked query value one character at a time."""
     require(actor, org, "connections.read")
     if sort not in SORTABLE:
         raise InvalidInput(f"cannot sort by {sort!r}; expected one of {', '.join(SORTABLE)}")
@@ -171,8 +221,15 @@ def page_connections(org: Organization, *, search: str | None = None, status: st
     if transport:
         query = query.where(Connection.transport == transport)
     column = SORTABLE[sort]
-    query = query.order_by(column.desc() if descending else column.asc(), Connection.id).offset(offset).limit(limit + 1)
-    rows = list(db.session.scalars(query))
+    query = query.order_by(column.desc() if descending else column.asc(), Connection.id)
+    if search:
+        # The database narrows to candidates; the page is cut from those whose shown URL matches.
+        needle = search.lower()
+        matching = [c for c in db.session.scalars(query)
+                    if needle in c.name.lower() or needle in mask_url(c.url).lower()]
+        rows = matching[offset:offset + limit + 1]
+    else:
+        rows = list(db.session.scalars(query.offset(offset).limit(limit + 1)))
     more = len(rows) > limit
     return rows[:limit], (str(offset + limit) if more else None)
 
@@ -180,13 +237,19 @@ def page_connections(org: Organization, *, search: str | None = None, status: st
 def test_connection(org: Organization, connection_id: str, *, actor: Actor = OPERATOR):
     """Connect to the upstream with the connection's own credentials; keep its tool catalog
     (the permission matrix and policies are written against it) and the outcome."""
-    from control_plane.connection_probe import probe_blocking
+    from control_plane.connection_probe import ProbeResult, probe_blocking
 
     require(actor, org, "connections.write")
     connection = get_connection(org, connection_id)
-    # The secrets are opened with the master key for this one probe and not kept.
-    result = probe_blocking(connection.url, dict(clear_headers(connection)), current_app.extensions["mesh.address_rules"],
-                            connection.allow_private)
+    # The secrets are opened with the master key, for the origin the connection points at now,
+    # for this one probe, and not kept.
+    try:
+        headers = dict(clear_headers(connection))
+    except EnvelopeError:
+        result = ProbeResult(False, 0.0, error="its secrets cannot be opened for its current URL: set them again")
+    else:
+        result = probe_blocking(connection.url, headers, current_app.extensions["mesh.address_rules"],
+                                connection.allow_private)
     before = audit.describe(connection)
     connection.tested_at = utcnow()
     connection.test_status = "ok" if result.ok else "failed"

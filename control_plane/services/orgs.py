@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import re
 import secrets
 from dataclasses import dataclass
@@ -11,10 +10,11 @@ from datetime import timedelta
 import sqlalchemy as sa
 from argon2 import PasswordHasher
 
+from control_plane import outbox
 from control_plane.models import Invitation, Member, Organization, User, db, utcnow
 from control_plane.services import audit, commit_and_publish, org_changed
 from control_plane.services.actors import OPERATOR, Actor, custom_role_documents, require, require_grantable
-from control_plane.services.errors import Conflict, Forbidden, InvalidInput, NotFound
+from control_plane.services.errors import Conflict, Forbidden, InvalidInput, NotFound, ServiceError
 from shared.apikeys import hash_key
 from shared.policy import role_document
 
@@ -55,9 +55,12 @@ def _free_slug(slug: str) -> str:
 
 
 def create_org(name: str, owner: User, slug: str | None = None, *, actor: Actor = OPERATOR) -> Organization:
-    """A new org with ``owner`` as its first owner (any user may create one)."""
+    """A new org with ``owner`` as its first owner (any user may create one, but not through a
+    key narrowed by a scope: an org of one's own would hold every right the scope withholds)."""
     if not actor.is_operator and actor.user_id != owner.id:
         raise Forbidden("an organization is created with yourself as its owner")
+    if actor.is_scoped:
+        raise Forbidden("an API key narrowed by a scope cannot create organizations; use a key without a scope")
     name = _org_name(name)
     slug = _free_slug(slug or _slugify(name))
     org = Organization(name=name, slug=slug, policy_version=1)
@@ -97,10 +100,13 @@ def delete_org(org: Organization, *, actor: Actor = OPERATOR) -> None:
 
 
 def orgs_of(actor: Actor) -> list[Organization]:
-    """The orgs the actor belongs to (all of them, for the operator)."""
+    """The orgs the actor belongs to (all of them, for the operator; only its key's own, for an
+    actor acting through a key narrowed by a scope: it reaches no other)."""
     query = sa.select(Organization).order_by(Organization.created_at)
     if not actor.is_operator:
         query = query.join(Member, Member.org_id == Organization.id).where(Member.user_id == actor.user_id)
+    if actor.is_scoped:
+        query = query.where(Organization.id == actor.key.org_id)
     return list(db.session.scalars(query))
 
 
@@ -131,7 +137,13 @@ def _keep_an_owner(org: Organization, leaving: Member) -> None:
 
 
 def add_member(org: Organization, user: User, role: str = "member", *, actor: Actor = OPERATOR) -> Member:
+    """Make ``user`` a member at once: for the operator only (``mesh members add``). Over the
+    network people join by invitation (``invite``), so that nobody is made a member of an org
+    without accepting, and nobody learns whether an address has an account."""
     require(actor, org, "members.manage")
+    if not actor.is_operator:
+        raise Forbidden("members join by invitation: invite them (ORGANIZATION_MEMBER_ADD sends one) and they "
+                        "become members when they accept")
     stored = _role_for(org, role, actor)
     if db.session.scalar(sa.select(Member.id).where(Member.org_id == org.id, Member.user_id == user.id)):
         raise Conflict(f"{user.email} is already a member of {org.slug}")
@@ -160,7 +172,9 @@ def update_member_role(org: Organization, user: User, role: str, *, actor: Actor
 
 
 def remove_member(org: Organization, user: User, *, actor: Actor = OPERATOR) -> None:
-    if actor.user_id != user.id:  # leaving needs no permission; removing someone else does
+    # Leaving needs no permission; removing someone else does, and so does leaving through a key
+    # narrowed by a scope (the scope must allow it like any other change).
+    if actor.user_id != user.id or actor.is_scoped:
         require(actor, org, "members.manage")
     else:
         require(actor, org)
@@ -183,15 +197,16 @@ def list_members(org: Organization, *, actor: Actor = OPERATOR) -> list[tuple[Me
 
 
 INVITATION_TTL = timedelta(days=7)
-email_log = logging.getLogger("mesh.email")
 
 
 def invite(org: Organization, email: str, role: str = "member", *, actor: Actor = OPERATOR) -> str:
-    """Invite ``email`` into ``org``; returns the single-use token. Until an email provider exists
-    the email is written to the console log (``mesh.email``), which is where the token goes."""
+    """Invite ``email`` into ``org``; returns the single-use token (for the operator's terminal
+    only: network interfaces must not pass it on). The invitation email goes to the outbox
+    (``control_plane.outbox``) until an email provider exists; nothing logs the token. The same
+    happens whether or not the address has an account, or is already a member."""
     require(actor, org, "members.manage")
     email = email.strip().lower()
-    if "@" not in email or len(email) > 255:
+    if not re.fullmatch(r"[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+", email) or len(email) > 255:
         raise InvalidInput(f"not an email address: {email!r}")
     stored = _role_for(org, role, actor)
     token = "inv_" + secrets.token_urlsafe(24)
@@ -199,9 +214,16 @@ def invite(org: Organization, email: str, role: str = "member", *, actor: Actor 
                             invited_by=actor.user_id, expires_at=utcnow() + INVITATION_TTL)
     db.session.add(invitation)
     audit.record(actor, "member.invite", org_id=org.id, target=invitation)
+    # Written before the commit: an invitation nobody was told of is not kept.
+    try:
+        outbox.send(email, f"You are invited to {org.name} on MCP Mesh",
+                    f"You are invited to join {org.name} ({org.slug}) on MCP Mesh as {role}.\n\n"
+                    f"Accept within {INVITATION_TTL.days} days with:\n\n    mesh members accept --token {token}\n")
+    except OSError as error:
+        db.session.rollback()
+        raise ServiceError(f"the invitation email could not be written to the outbox ({error.strerror}); "
+                           "nothing was changed") from None
     db.session.commit()
-    email_log.info("To: %s | Subject: you are invited to %s on MCP Mesh | Accept with: "
-                   "mesh members accept --token %s", email, org.name, token)
     return token
 
 

@@ -11,7 +11,7 @@ from control_plane.models import Member, Organization, Role, User, db
 from control_plane.services import audit, commit_and_publish, org_changed
 from control_plane.services.actors import OPERATOR, Actor, custom_role_documents, require, require_grantable
 from control_plane.services.errors import Conflict, InvalidInput, NotFound
-from shared.policy import BUILTIN_ROLES, Policy, PolicyError, normalize, role_document
+from shared.policy import BUILTIN_ROLES, Policy, PolicyError, normalize, role_document, scope_layers
 
 
 def _document(permissions: Any) -> dict[str, Any]:
@@ -101,15 +101,19 @@ def list_roles(org: Organization, *, actor: Actor = OPERATOR) -> list[dict[str, 
     return builtin + custom
 
 
-def effective_permissions(org: Organization, user: User, *, scope: dict | None = None,
+def effective_permissions(org: Organization, user: User, *, scope: Any = None,
                           actor: Actor = OPERATOR) -> dict[str, Any]:
-    """What ``user`` (through a key narrowed by ``scope``, if given) may do in ``org``, decided by the
+    """What ``user`` (through a key narrowed by ``scope``, if given: a document or, as keys store
+    it, a list of them) may do in ``org``, decided by the
     same evaluator the data plane runs. ``can(kind, connection_id, name)`` answers single questions."""
     require(actor, org, None if actor.user_id == user.id else "members.read")
     role = db.session.scalar(sa.select(Member.role).where(Member.org_id == org.id, Member.user_id == user.id))
     if role is None:
         raise NotFound(f"{user.email} is not a member of {org.slug}")
-    documents = [role_document(role, custom_role_documents(org.id))] + ([normalize(scope)] if scope else [])
+    try:
+        documents = [role_document(role, custom_role_documents(org.id)), *scope_layers(scope)]
+    except PolicyError as error:
+        raise InvalidInput(f"invalid scope: {error}") from None
     policy = Policy(documents)
     return {"role": role, "layers": [normalize(d) for d in documents],
             "manage": sorted(p for p in documents[0].get("manage", []) if policy.may_manage(p)),

@@ -2,6 +2,10 @@
 
 Every interface writes secrets through ``set_secrets`` and reads them through ``secret_masks``;
 nothing in the service layer returns a value. Validation errors name the field, never the value.
+
+Each secret is sealed for the connection's origin (``origin_of``: scheme, host and port, or
+``stdio``): ``connections.update_connection`` drops the secrets of a connection whose URL moves
+to another origin, and a secret left behind by any other path would not open there.
 """
 
 from __future__ import annotations
@@ -16,11 +20,13 @@ from control_plane.services.errors import InvalidInput, NotFound
 from shared.credentials import (
     BASIC,
     BEARER,
+    ENV_PREFIX,
     env_field,
     field_kind,
     header_field,
     header_for,
-    mask_credential,
+    mask_secret,
+    route_origin,
     sets_authorization,
 )
 
@@ -64,6 +70,15 @@ def credential_fields(bearer: str | None = None, basic: str | None = None, heade
     for name, value in (env or {}).items():
         fields[env_field(name)] = value
     return fields
+
+
+def check_fields_for(transport: str, fields) -> None:
+    """A stdio connection takes environment values only; the others take no environment values."""
+    envs = [f for f in fields if f.startswith(ENV_PREFIX)]
+    if transport == "stdio" and len(envs) != len(fields):
+        raise InvalidInput("a stdio connection takes environment values (--env), not headers or bearer tokens")
+    if transport != "stdio" and envs:
+        raise InvalidInput("environment values (--env) are for stdio connections")
 
 
 def validate_secret(field: str, value: str) -> None:
@@ -114,9 +129,9 @@ def stage_secrets(connection: Connection, secrets: dict[str, str], remove: tuple
     existing = {row.field: row for row in db.session.scalars(
         sa.select(ConnectionSecret).where(ConnectionSecret.connection_id == connection.id))}
     # Header names are case-insensitive: a new X-Api-Key replaces an old x-api-key.
-    replaced = {_canonical(f) for f in (*secrets, *remove)}
-    kept = [f for f in existing if _canonical(f) not in replaced]
-    missing = [f for f in remove if _canonical(f) not in {_canonical(e) for e in existing}]
+    replaced = {canonical_field(f) for f in (*secrets, *remove)}
+    kept = [f for f in existing if canonical_field(f) not in replaced]
+    missing = [f for f in remove if canonical_field(f) not in {canonical_field(e) for e in existing}]
     if missing:
         raise NotFound(f"connection {connection.name!r} has no secret {missing[0]!r}")
     setting_authorization = [f for f in (*kept, *secrets) if sets_authorization(f)]
@@ -124,15 +139,15 @@ def stage_secrets(connection: Connection, secrets: dict[str, str], remove: tuple
         raise InvalidInput("only one of bearer, basic and an Authorization header can be set on a connection "
                            f"(it would have: {', '.join(sorted(setting_authorization))})")
     vault = current_app.extensions["mesh.vault"]
+    origin = origin_of(connection) if secrets else None
     for field, row in existing.items():
-        if _canonical(field) in replaced:
+        if canonical_field(field) in replaced:
             db.session.delete(row)
     db.session.flush()
     for field, value in secrets.items():
-        record = vault.seal_secret(connection.org_id, connection.id, field, value)
+        record = vault.seal_secret(connection.org_id, connection.id, field, value, origin=origin)
         db.session.add(ConnectionSecret(org_id=connection.org_id, connection_id=connection.id, field=field,
-                                        envelope=record.to_json(), key_id=record.kid,
-                                        hint=mask_credential(field, value)))
+                                        envelope=record.to_json(), key_id=record.kid, hint=mask_secret(value)))
 
 
 def set_secrets(org: Organization, connection: Connection, secrets: dict[str, str],
@@ -169,7 +184,8 @@ def secret_masks(org: Organization) -> dict[str, dict[str, str]]:
     return masks
 
 
-def _canonical(field: str) -> str:
+def canonical_field(field: str) -> str:
+    """The field as the vault compares it: header names are case-insensitive."""
     try:
         kind, name = field_kind(field)
     except ValueError:
@@ -177,13 +193,31 @@ def _canonical(field: str) -> str:
     return f"{kind}:{name.lower()}" if kind == "header" else field
 
 
+def origin_of(connection: Connection) -> str:
+    """The origin the connection's secrets are sealed for (``shared.credentials.route_origin``)."""
+    try:
+        return route_origin(connection.transport, connection.url)
+    except ValueError:
+        raise InvalidInput(f"connection {connection.name!r} has no usable URL to bind its secrets to") from None
+
+
+def stored_fields(connection: Connection) -> list[str]:
+    return list(db.session.scalars(sa.select(ConnectionSecret.field)
+                                   .where(ConnectionSecret.connection_id == connection.id)
+                                   .order_by(ConnectionSecret.field)))
+
+
 def clear_headers(connection: Connection) -> list[tuple[str, str]]:
-    """The headers the connection's secrets become, opened with the master key: for the control
-    plane's own probe of the upstream (``CONNECTION_TEST``), never stored or shown."""
+    """The headers the connection's secrets become, opened with the master key for the origin the
+    connection points at now: for the control plane's own probe of the upstream
+    (``CONNECTION_TEST``), never stored or shown. Raises ``shared.envelope.EnvelopeError`` for a
+    secret that does not open there."""
     vault = current_app.extensions["mesh.vault"]
+    origin = origin_of(connection)
     headers = []
     for row in db.session.scalars(sa.select(ConnectionSecret).where(ConnectionSecret.connection_id == connection.id)):
-        header = header_for(row.field, vault.open_secret(connection.org_id, connection.id, row.field, row.envelope))
+        header = header_for(row.field, vault.open_secret(connection.org_id, connection.id, row.field, row.envelope,
+                                                         origin=origin))
         if header is not None:
             headers.append(header)
     return headers

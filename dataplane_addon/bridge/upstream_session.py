@@ -30,7 +30,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import CONNECTION_CLOSED
 
 from dataplane_addon.bridge.child_isolation import ChildIsolation
-from shared.credentials import field_kind, header_for, open_delivered
+from shared.credentials import field_kind, header_for, mask_url, open_delivered, route_origin
 from shared.guarded_http import guarded_client
 from shared.upstream_addresses import AddressRules
 
@@ -77,7 +77,9 @@ class UpstreamSpec:
         if route.credentials:
             if keyring is None:
                 raise ValueError("this bridge holds no data-plane key")
-            opened = {f: open_delivered(org_id, connection_id, f, r, keyring) for f, r in route.credentials.items()}
+            origin = route_origin(route.transport, route.url)
+            opened = {f: open_delivered(org_id, connection_id, f, r, keyring, origin=origin)
+                      for f, r in route.credentials.items()}
         if route.transport == "stdio":
             env = {field_kind(f)[1]: v for f, v in opened.items() if field_kind(f)[0] == "env"}
             return cls("stdio", route.name, command=route.command, args=tuple(route.args),
@@ -86,10 +88,11 @@ class UpstreamSpec:
         return cls("sse", route.name, url=route.url, headers=tuple(sorted(headers)), private_ok=route.allow_private)
 
     def describe(self) -> str:
-        """For logs and ``/health``: the command line or URL, never env or header values."""
+        """For logs and ``/health``: the command line or URL (its query values masked), never env
+        or header values."""
         if self.transport == "stdio":
             return shlex.join([self.command, *self.args])
-        return self.url
+        return mask_url(self.url)
 
 
 class WatchedReadStream:

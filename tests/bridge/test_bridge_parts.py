@@ -27,17 +27,18 @@ BRIDGE = BridgeAddress("127.0.0.1", 4555, "t0ken")
 DATAPLANE_KEYRING = Keyring.single(bytes(range(32)))
 
 
-def sealed(connection_id: str, fields: dict[str, str]) -> dict[str, str]:
-    """Credentials as the control plane delivers them: sealed under the data-plane key."""
-    return {f: seal(v.encode(), delivery_context("org_a", connection_id, f), DATAPLANE_KEYRING).to_json()
+def sealed(connection_id: str, fields: dict[str, str], origin: str) -> dict[str, str]:
+    """Credentials as the control plane delivers them: sealed under the data-plane key, for the
+    connection's origin."""
+    return {f: seal(v.encode(), delivery_context("org_a", connection_id, f, origin=origin), DATAPLANE_KEYRING).to_json()
             for f, v in fields.items()}
 
 
 STDIO = ConnectionRoute(name="everything", url="", transport="stdio", command="npx",
                         args=["-y", "@modelcontextprotocol/server-everything"],
-                        credentials=sealed("conn_1", {env_field("API_KEY"): "sk-very-secret"}))
+                        credentials=sealed("conn_1", {env_field("API_KEY"): "sk-very-secret"}, "stdio"))
 SSE = ConnectionRoute(name="old", url="http://legacy.example:8080/sse", transport="sse",
-                      credentials=sealed("conn_1", {header_field("X-Key"): "hdr-secret"}))
+                      credentials=sealed("conn_1", {header_field("X-Key"): "hdr-secret"}, "http://legacy.example:8080"))
 
 
 def spec_of(route, keyring=DATAPLANE_KEYRING):
@@ -56,7 +57,7 @@ def test_bridged_connections_go_to_the_bridge_with_only_the_token(route):
 
 def test_http_connections_still_go_straight_to_their_url():
     route = ConnectionRoute(name="echo", url="https://up.example:8443/mcp?v=1",
-                            credentials=sealed("conn_1", {header_field("X-Key"): "k"}))
+                            credentials=sealed("conn_1", {header_field("X-Key"): "k"}, "https://up.example:8443"))
     upstream = upstream_from("conn_1", "org_a", route, BRIDGE)
     assert (upstream.host, upstream.port, upstream.path, upstream.gateway_headers) == ("up.example", 8443, "/mcp", ())
     assert [f for f, _ in upstream.credentials] == ["header:X-Key"]
@@ -143,6 +144,6 @@ def test_env_and_header_values_never_show_in_a_spec_repr_or_description():
 def test_a_changed_env_or_command_is_a_different_upstream():
     same = spec_of(STDIO)
     changed_env = ConnectionRoute(**{**{f: getattr(STDIO, f) for f in STDIO.__slots__},
-                                     "credentials": sealed("conn_1", {env_field("API_KEY"): "other"})})
+                                     "credentials": sealed("conn_1", {env_field("API_KEY"): "other"}, "stdio")})
     assert spec_of(STDIO) == same
     assert spec_of(changed_env) != same

@@ -30,7 +30,8 @@ KEYRING = Keyring.single(bytes(range(32)))  # the data-plane key the test "contr
 def stdio_route(**env: str) -> ConnectionRoute:
     """A stdio route as the control plane delivers it: its environment sealed for conn_py of org_a."""
     values = {"PYTHONPATH": str(ROOT), **env}
-    credentials = {env_field(k): seal(v.encode(), delivery_context("org_a", "conn_py", env_field(k)), KEYRING).to_json()
+    credentials = {env_field(k): seal(v.encode(), delivery_context("org_a", "conn_py", env_field(k), origin="stdio"),
+                                      KEYRING).to_json()
                    for k, v in values.items()}
     return ConnectionRoute(name="py", url="", transport="stdio", command=sys.executable,
                            args=["-m", "tests.upstreams.stdio_server"], credentials=credentials)

@@ -112,10 +112,12 @@ def test_a_role_in_use_cannot_be_deleted(world):
         roles.delete_role(world["org"], "readers")
 
 
-def test_invitations_are_single_use_and_grant_the_invited_role(world, caplog):
-    caplog.set_level("INFO", logger="mesh.email")
+def test_invitations_are_single_use_and_grant_the_invited_role(world, settings, caplog):
+    caplog.set_level("DEBUG")
     token = orgs.invite(world["org"], "new@example.com", "readers")
-    assert "new@example.com" in caplog.text and token in caplog.text  # the "email", on the console
+    emails = [path.read_text() for path in (settings.data_dir / "outbox").iterdir()]  # the email, in the outbox
+    assert len(emails) == 1 and "To: new@example.com" in emails[0] and token in emails[0]
+    assert "new@example.com" in caplog.text and token not in caplog.text
     member = orgs.accept_invitation(token, "a long enough password")
     assert member.role == world["role"].id
     with pytest.raises(NotFound):

@@ -19,7 +19,7 @@ from control_plane.services import commit_and_publish, connections, org_changed,
 from control_plane.services.errors import InvalidInput
 from control_plane.services.secrets import set_secrets
 from control_plane.vault_keys import read_keyring_file
-from shared.credentials import delivery_context, vault_context
+from shared.credentials import delivery_context, url_origin, vault_context
 from shared.envelope import AuthenticationFailed, EnvelopeError, Keyring, open_sealed
 from tests.secret_scan import database_dump, find_secret, redis_dump
 
@@ -75,11 +75,12 @@ def test_secrets_are_sealed_in_the_database_and_listed_only_as_masks(app, first)
                                          secrets={"bearer": BEARER})
     rows = stored(conn.id)
     assert set(rows) == {"bearer", "header:X-Api-Key"}
-    assert rows["bearer"].hint == "sk-…a1b2"
+    assert rows["bearer"].hint == "…a1b2"
     assert rows["bearer"].key_id == vault(app).master_keyring().active
     for field, value in (("bearer", BEARER), ("header:X-Api-Key", HEADER)):
         assert value not in rows[field].envelope
-        assert vault(app).open_secret(first.org.id, conn.id, field, rows[field].envelope) == value
+        assert vault(app).open_secret(first.org.id, conn.id, field, rows[field].envelope,
+                                      origin=url_origin(conn.url)) == value
 
 
 def test_the_snapshot_carries_credentials_sealed_for_the_data_plane_only(app, first, published):
@@ -89,11 +90,13 @@ def test_the_snapshot_carries_credentials_sealed_for_the_data_plane_only(app, fi
     sealed = route.credentials["bearer"]
     assert BEARER not in sealed
     dataplane = vault(app).dataplane_keyring()
-    assert open_sealed(sealed, delivery_context(first.org.id, conn.id, "bearer"), dataplane).decode() == BEARER
+    origin = url_origin(conn.url)
+    delivered_here = delivery_context(first.org.id, conn.id, "bearer", origin=origin)
+    assert open_sealed(sealed, delivered_here, dataplane).decode() == BEARER
     with pytest.raises(EnvelopeError):  # the master key cannot open the delivery copy
-        open_sealed(sealed, delivery_context(first.org.id, conn.id, "bearer"), vault(app).master_keyring())
+        open_sealed(sealed, delivered_here, vault(app).master_keyring())
     with pytest.raises(EnvelopeError):  # nor can it pass for the stored copy
-        open_sealed(sealed, vault_context(first.org.id, conn.id, "bearer"), dataplane)
+        open_sealed(sealed, vault_context(first.org.id, conn.id, "bearer", origin=origin), dataplane)
 
 
 def test_no_plaintext_of_a_secret_is_in_any_redis_key_or_database_row(app, first, settings, redis_client, bus_prefix):
@@ -110,7 +113,7 @@ def test_no_plaintext_of_a_secret_is_in_any_redis_key_or_database_row(app, first
                                 "--basic-env", "BASIC"], env={**env, "BASIC": f"svc:{PASSWORD}"}).exit_code == 0
     listing = runner.invoke(main, [*base, "connections", "list", "--json"], env=env).output
     shown = next(c for c in json.loads(listing) if c["id"] == conn_id)["secrets"]
-    assert shown == {"bearer": "sk-…a1b2", "header:X-Api-Key": "hdr…06-x"}
+    assert shown == {"bearer": "…a1b2", "header:X-Api-Key": "…06-x"}
     assert set(stored(conn_id)) == {"bearer", "header:X-Api-Key"}
 
     everything = {**{f"redis {k}": v for k, v in redis_dump(redis_client, bus_prefix).items()},
@@ -134,7 +137,7 @@ def test_set_secret_replaces_removes_and_never_prints_values(app, first, setting
     assert result.exit_code == 0, result.output
     assert set(json.loads(result.output)["secrets"]) == {"header:X-Api-Key", "basic"}  # x-api-key was replaced
     assert HEADER not in result.output and PASSWORD not in result.output
-    assert json.loads(result.output)["secrets"]["basic"].startswith("svc:")
+    assert json.loads(result.output)["secrets"]["basic"] == "…" + PASSWORD[-4:]  # user and password masked whole
     result = runner.invoke(main, [*base, "connections", "set-secret", conn.id, "--remove", "basic"], env=env)
     assert result.exit_code == 0 and set(stored(conn.id)) == {"header:X-Api-Key"}
     missing = runner.invoke(main, [*base, "connections", "set-secret", conn.id, "--remove", "bearer"], env=env)
@@ -183,7 +186,8 @@ def test_a_damaged_secret_breaks_only_its_own_connection(app, first, part, caplo
     assert failure and "failed authentication" in failure[0]
     assert not any(find_secret(caplog.text, s) for s in (BEARER, HEADER))
     with pytest.raises(AuthenticationFailed) as caught:
-        vault(app).open_secret(first.org.id, hurt.id, "bearer", stored(hurt.id)["bearer"].envelope)
+        vault(app).open_secret(first.org.id, hurt.id, "bearer", stored(hurt.id)["bearer"].envelope,
+                               origin=url_origin(hurt.url))
     assert BEARER not in str(caught.value)
 
 
@@ -229,7 +233,7 @@ def test_rotation_moves_every_secret_under_a_new_key_and_the_old_key_opens_nothi
     for conn in conns:
         for field, row in stored(conn.id).items():
             assert row.key_id == new.active
-            context = vault_context(first.org.id, conn.id, field)
+            context = vault_context(first.org.id, conn.id, field, origin=url_origin(conn.url))
             assert open_sealed(row.envelope, context, new).decode().endswith(conn.name[1:])
             with pytest.raises(EnvelopeError):
                 open_sealed(row.envelope, context, old)
@@ -262,10 +266,11 @@ def test_rotation_with_keys_from_the_environment_needs_the_previous_key_and_then
         report = rotate_master_key(during, grace=0)
         assert report.rewrapped == 1 and report.from_environment and not report.unreadable
         after = Vault(Settings.from_env(settings.data_dir, env={**env, "ENCRYPTION_KEY": new_key.hex()}))
-        assert after.open_secret(org.id, conn.id, "bearer", stored(conn.id)["bearer"].envelope) == BEARER
+        origin = url_origin(conn.url)
+        assert after.open_secret(org.id, conn.id, "bearer", stored(conn.id)["bearer"].envelope, origin=origin) == BEARER
         with pytest.raises(EnvelopeError):
             Vault(Settings.from_env(settings.data_dir, env=env)).open_secret(
-                org.id, conn.id, "bearer", stored(conn.id)["bearer"].envelope)
+                org.id, conn.id, "bearer", stored(conn.id)["bearer"].envelope, origin=origin)
         db.session.remove()
     assert not settings.master_key_file.exists(), "with ENCRYPTION_KEY no keyring file is written"
 
@@ -290,7 +295,8 @@ def test_moving_from_the_keyring_file_to_encryption_key_is_a_rotation(app, first
         "ENCRYPTION_KEY": new_key, "ENCRYPTION_KEY_PREVIOUS": encode_key(file_ring.keys[file_ring.active])}))
     assert rotate_master_key(both, grace=0).rewrapped == 1
     assert secrets_under_keys_not_held(only_new) == {}
-    assert only_new.open_secret(first.org.id, conn.id, "bearer", stored(conn.id)["bearer"].envelope) == BEARER
+    assert only_new.open_secret(first.org.id, conn.id, "bearer", stored(conn.id)["bearer"].envelope,
+                                origin=url_origin(conn.url)) == BEARER
 
 
 def test_a_bad_encryption_key_is_refused_with_a_clear_message(app, first, settings):

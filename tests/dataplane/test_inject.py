@@ -15,7 +15,7 @@ from mitmproxy.test import taddons, tflow
 from dataplane_addon.call import CALL, McpCall
 from dataplane_addon.inject import CREDENTIALS_UNAVAILABLE, CredentialInjector
 from dataplane_addon.snapshot_store import SnapshotStore
-from shared.credentials import delivery_context, vault_context
+from shared.credentials import delivery_context, url_origin, vault_context
 from shared.envelope import Keyring, encode_key, generate_key, seal
 from shared.jsonrpc import parse_body
 from shared.snapshot import ConnectionRoute, Snapshot
@@ -23,10 +23,12 @@ from shared.snapshot import ConnectionRoute, Snapshot
 TOKEN = "sk-upstream-token-5e6f7a8b9c0d"
 API_KEY = "sk-other-api-key-1f2e3d4c5b6a"
 DATAPLANE = Keyring.single(generate_key())
+UPSTREAM_URL = "http://127.0.0.1:9/mcp"
 
 
 def sealed(connection_id: str, field: str, value: str, keyring: Keyring = DATAPLANE, org: str = "org_a") -> str:
-    return seal(value.encode(), delivery_context(org, connection_id, field), keyring).to_json()
+    return seal(value.encode(), delivery_context(org, connection_id, field, origin=url_origin(UPSTREAM_URL)),
+                keyring).to_json()
 
 
 def store_with(**routes: ConnectionRoute) -> SnapshotStore:
@@ -36,7 +38,7 @@ def store_with(**routes: ConnectionRoute) -> SnapshotStore:
 
 
 def route(**credentials: str) -> ConnectionRoute:
-    return ConnectionRoute(name="up", url="http://127.0.0.1:9/mcp", credentials=credentials)
+    return ConnectionRoute(name="up", url=UPSTREAM_URL, credentials=credentials)
 
 
 def call_through(injector: CredentialInjector, store: SnapshotStore, connection_id: str):
@@ -92,7 +94,8 @@ def test_unusable_credentials_get_503_for_that_connection_only(injector, damage,
     elif damage == "other key":
         bad = sealed("conn_1", "bearer", TOKEN, keyring=Keyring.single(generate_key()))
     elif damage == "vault copy":
-        bad = seal(TOKEN.encode(), vault_context("org_a", "conn_1", "bearer"), DATAPLANE).to_json()
+        bad = seal(TOKEN.encode(), vault_context("org_a", "conn_1", "bearer", origin=url_origin(UPSTREAM_URL)),
+                   DATAPLANE).to_json()
     else:
         doc = json.loads(good)
         if damage == "kid":

@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from control_plane.vault_keys import read_keyring_file
-from shared.credentials import vault_context
+from shared.credentials import route_origin, vault_context
 from shared.envelope import EnvelopeError, generate_key, open_sealed
 from tests.secret_scan import find_secret
 from tests.support import MESH, ROOT, Gateway, Upstream, mcp_client, mcp_headers, rpc, wait_for
@@ -72,7 +72,7 @@ async def test_an_upstream_requiring_a_bearer_secret_answers_through_the_gateway
     for request in seen:  # the caller's own key and cookies never reach the upstream
         assert api_key not in json.dumps(request) and "cookie" not in request["headers"]
     listed = next(c for c in gateway.mesh("connections", "list") if c["id"] == conn)
-    assert listed["secrets"] == {"bearer": TOKEN[:3] + "…" + TOKEN[-4:]}
+    assert listed["secrets"] == {"bearer": "…" + TOKEN[-4:]}
 
 
 def test_a_damaged_secret_gets_503_and_the_other_connections_keep_working(gateway, guarded, api_key):
@@ -209,13 +209,14 @@ def test_rotation_under_load_fails_no_call_and_leaves_the_old_key_useless(tmp_pa
         engine = sqlite(gateway)
         try:
             with engine.connect() as db:
-                rows = db.execute(sa.text("SELECT org_id, connection_id, field, envelope, key_id "
-                                          "FROM connection_secrets")).all()
+                rows = db.execute(sa.text("SELECT s.org_id, s.connection_id, s.field, s.envelope, s.key_id, "
+                                          "c.transport, c.url FROM connection_secrets s "
+                                          "JOIN connections c ON c.id = s.connection_id")).all()
         finally:
             engine.dispose()
         assert len(rows) == 17
-        for org_id, connection_id, field, envelope, key_id in rows:
-            context = vault_context(org_id, connection_id, field)
+        for org_id, connection_id, field, envelope, key_id, transport, url in rows:
+            context = vault_context(org_id, connection_id, field, origin=route_origin(transport, url))
             assert key_id == new.active and TOKEN in open_sealed(envelope, context, new).decode()
             with pytest.raises(EnvelopeError):
                 open_sealed(envelope, context, old)

@@ -30,7 +30,8 @@ from shared.envelope import (
 )
 
 SECRET = b"sk-live-the-upstream-token-a1b2"
-HERE = vault_context("org_a", "conn_1", "bearer")
+ORIGIN = "https://api.example:443"
+HERE = vault_context("org_a", "conn_1", "bearer", origin=ORIGIN)
 
 
 @pytest.fixture
@@ -58,7 +59,7 @@ def test_a_sealed_secret_opens_again_with_the_same_context_and_keyring(keyring):
 @given(st.binary(max_size=2048), st.text(min_size=1, max_size=40))
 def test_any_value_survives_a_round_trip_through_the_stored_text(value, field):
     keyring = Keyring.single(b"k" * 32)
-    context = vault_context("org_x", "conn_y", field)
+    context = vault_context("org_x", "conn_y", field, origin=ORIGIN)
     stored = seal(value, context, keyring).to_json()
     assert open_sealed(parse_record(stored), context, keyring) == value
 
@@ -96,10 +97,14 @@ def test_a_changed_key_id_is_an_unknown_key_not_a_crash(keyring):
 
 
 @pytest.mark.parametrize("elsewhere", [
-    vault_context("org_a", "conn_2", "bearer"),         # another connection
-    vault_context("org_b", "conn_1", "bearer"),         # another org
-    vault_context("org_a", "conn_1", "header:X-Api-Key"),  # another field
-    delivery_context("org_a", "conn_1", "bearer"),      # the same place, but the delivery copy
+    vault_context("org_a", "conn_2", "bearer", origin=ORIGIN),             # another connection
+    vault_context("org_b", "conn_1", "bearer", origin=ORIGIN),             # another org
+    vault_context("org_a", "conn_1", "header:X-Api-Key", origin=ORIGIN),   # another field
+    delivery_context("org_a", "conn_1", "bearer", origin=ORIGIN),          # the same place, but the delivery copy
+    vault_context("org_a", "conn_1", "bearer", origin="https://evil.example:443"),  # another host
+    vault_context("org_a", "conn_1", "bearer", origin="https://api.example:8443"),  # another port
+    vault_context("org_a", "conn_1", "bearer", origin="http://api.example:443"),    # another scheme
+    vault_context("org_a", "conn_1", "bearer", origin="stdio"),                     # a command instead
 ])
 def test_a_record_copied_anywhere_else_does_not_open(keyring, elsewhere):
     record = seal(SECRET, HERE, keyring)
@@ -108,7 +113,7 @@ def test_a_record_copied_anywhere_else_does_not_open(keyring, elsewhere):
 
 
 def test_swapping_ciphertexts_or_wrapped_keys_between_two_connections_fails(keyring):
-    mine_ctx, theirs_ctx = HERE, vault_context("org_a", "conn_2", "bearer")
+    mine_ctx, theirs_ctx = HERE, vault_context("org_a", "conn_2", "bearer", origin=ORIGIN)
     mine, theirs = seal(SECRET, mine_ctx, keyring), seal(b"their-token-0000000000", theirs_ctx, keyring)
     swapped_ct = dataclasses.replace(mine, nonce=theirs.nonce, ciphertext=theirs.ciphertext)
     swapped_key = dataclasses.replace(mine, wrap_nonce=theirs.wrap_nonce, wrapped_key=theirs.wrapped_key)
@@ -172,4 +177,5 @@ def test_keyrings_never_show_their_keys():
 
 
 def test_contexts_cannot_be_confused_by_separators():
-    assert SealContext("vault", "a,b", "c", "d").encode() != SealContext("vault", "a", "b,c", "d").encode()
+    assert SealContext("vault", "a,b", "c", "d", "o").encode() != SealContext("vault", "a", "b,c", "d", "o").encode()
+    assert SealContext("vault", "a", "b", "c,d", "o").encode() != SealContext("vault", "a", "b", "c", "d,o").encode()

@@ -9,14 +9,20 @@ master key, then the plaintext column is dropped. Sealing needs the master keyri
 (``control_plane.migrate.upgrade``) passes a callable for it in ``config.attributes``, which is
 only called when there is something to seal. Every org's snapshot changes shape, so every org's
 version is bumped and the reconciler publishes them all again.
+
+The secrets are sealed under the vault's context as it was at this revision (``_VaultContextV1``,
+without the origin that ``0007_origin_bound_secrets`` binds in), so this migration and its
+downgrade keep meaning what they meant whatever ``shared.credentials`` does later.
 """
+import json
 import logging
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 from alembic import context, op
 from sqlalchemy.dialects import mysql
 
-from shared.credentials import field_kind, header_field, header_for, mask_credential, vault_context
+from shared.credentials import field_kind, header_field, header_for, mask_secret
 from shared.envelope import open_sealed, parse_record, seal
 
 revision = "0002_vault"
@@ -35,6 +41,22 @@ secrets_table = sa.table(
     sa.column("key_id", sa.String), sa.column("hint", sa.String), sa.column("created_at", sa.DateTime),
     sa.column("updated_at", sa.DateTime),
 )
+
+
+@dataclass(frozen=True)
+class _VaultContextV1:
+    """The associated data of a secret at rest at this revision: ``["vault", org, connection,
+    field]`` (a private copy: ``shared.envelope.SealContext`` has since gained the origin)."""
+
+    org_id: str
+    connection_id: str
+    field: str
+
+    def encode(self) -> bytes:
+        return json.dumps(["vault", self.org_id, self.connection_id, self.field], separators=(",", ":")).encode()
+
+    def describe(self) -> str:
+        return f"{self.field} of {self.connection_id}"
 
 
 def _master_keyring():
@@ -77,10 +99,10 @@ def upgrade() -> None:
         for connection_id, org_id, headers in with_headers:
             for name, value in headers.items():
                 field = header_field(name)
-                record = seal(str(value).encode(), vault_context(org_id, connection_id, field), keyring)
+                record = seal(str(value).encode(), _VaultContextV1(org_id, connection_id, field), keyring)
                 rows.append({"id": new_id("sec"), "org_id": org_id, "connection_id": connection_id, "field": field,
                              "envelope": record.to_json(), "key_id": record.kid,
-                             "hint": mask_credential(field, str(value)), "created_at": now, "updated_at": now})
+                             "hint": mask_secret(str(value)), "created_at": now, "updated_at": now})
         op.bulk_insert(secrets_table, rows)
         log.info("moved %d connection headers into the vault", len(rows))
 
@@ -99,7 +121,7 @@ def downgrade() -> None:
     if sealed:
         keyring = _master_keyring()
         for org_id, connection_id, field, envelope in sealed:
-            value = open_sealed(parse_record(envelope), vault_context(org_id, connection_id, field), keyring).decode()
+            value = open_sealed(parse_record(envelope), _VaultContextV1(org_id, connection_id, field), keyring).decode()
             header = header_for(field, value)
             if header is None:
                 log.warning("dropping %s of %s: the old schema has no place for it", field_kind(field)[0],
