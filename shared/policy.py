@@ -363,6 +363,20 @@ class Policy:
                 return False
         return True
 
+    def covers(self, kind: str, connection_id: str, pattern: str) -> bool:
+        """Whether every name ``pattern`` stands for is allowed, judged conservatively: the pattern
+        itself, its ``*`` read as a character, must be allowed (``LIST_*`` is covered by ``LIST_*``
+        or ``*``, not by ``LIST_USERS``). Sound: a pattern's literal pieces lie between the
+        pattern's own ``*``, so whatever those become, the same pieces still match."""
+        if kind == "resources":
+            try:
+                pattern = canonical_uri(pattern, pattern=True)
+            except UnsafeUri:
+                return False
+        if len(pattern) > MAX_NAME_LENGTH[kind]:
+            return False
+        return all(layer.allows(kind, connection_id, pattern) for layer in self.layers)
+
     def may_manage(self, permission: str) -> bool:
         return all(permission in layer.manage for layer in self.layers)
 

@@ -113,7 +113,7 @@ def require_grantable(actor: Actor, document: dict[str, Any]) -> None:
         raise Forbidden(f"you cannot grant management permissions you do not hold: {', '.join(missing)}")
     beyond = [f"{kind} {name!r} on {connection}" for kind in KINDS
               for connection, names in document[kind].items() for name in names
-              if not actor.policy.allows(kind, connection, name)]
+              if not actor.policy.covers(kind, connection, name)]
     if beyond:
         more = f" and {len(beyond) - _NAMED} more" if len(beyond) > _NAMED else ""
         raise Forbidden(f"you cannot grant what you do not hold yourself: {', '.join(beyond[:_NAMED])}{more}")

@@ -94,7 +94,7 @@ def test_0007_seals_every_secret_again_for_its_connections_origin(database_url, 
     engine = sa.create_engine(Settings.from_env(tmp_path, env={"DATABASE_URL": database_url}).database_url)
     secrets = {("conn_http", "bearer"): TOKEN + "-long-enough", ("conn_cmd", "env:API_KEY"): "short-env"}
     try:
-        upgrade(engine, "0005_admin_audit")
+        upgrade(engine, "0006_private_upstreams")  # the revision before 0007
         with engine.begin() as conn:
             conn.execute(sa.text("INSERT INTO organizations (id, name, slug, policy_version, created_at, updated_at) "
                                  "VALUES ('org_1', 'One', 'one', 7, '2026-01-01', '2026-01-01')"))
