@@ -108,7 +108,7 @@ def spell_key(key: str):
 # Weighted towards what the gateway lets through, so that a fair share reaches the upstream.
 names = st.sampled_from(["echo"] * 6 + ["add", "ECHO", "Echo", "echo\u0000", "e\u0301cho", "ech\u00f6", "\ud800",
                                         "echo ", "file:///docs/../etc/passwd", "*", ""])
-methods = st.sampled_from(["tools/call"] * 4 + ["tools/list", "ping"] * 2 + [
+methods = st.sampled_from(["tools/call"] * 6 + ["tools/list", "ping"] * 3 + [
     "prompts/get", "resources/read", "initialize", "notifications/initialized", "tasks/get", "completion/complete",
     "x/y", "Tools/Call"])
 
@@ -194,7 +194,8 @@ def test_whatever_reaches_the_upstream_reads_the_same_to_every_decoder_and_was_a
     deadline = time.monotonic() + 90  # bounded in time as well as in count
     seen = {"sent": 0, "forwarded": 0}
 
-    @settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+    # Derandomized: the same 400 requests every run, so a failure in CI is a failure here.
+    @settings(max_examples=400, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
     @given(request=requests())
     def throw(request):
         if time.monotonic() > deadline:
