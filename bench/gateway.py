@@ -37,24 +37,28 @@ def delete_prefix(url: str, prefix: str) -> None:
         client.close()
 
 
-def health(port: int) -> dict:
+def health(port: int, metrics_token: str) -> dict:
+    """The data plane's detailed /health (its counts need the metrics token)."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/health",
+                                     headers={"Authorization": f"Bearer {metrics_token}"})
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as response:
+        with urllib.request.urlopen(request, timeout=1) as response:
             return json.loads(response.read())
     except (OSError, ValueError):
         return {}
 
 
-def wait_for_snapshot(port: int, connections: int, child: Child, timeout: float = 30.0) -> None:
+def wait_for_snapshot(port: int, metrics_token: str, connections: int, child: Child, timeout: float = 30.0) -> None:
     """Until the data plane on ``port`` holds at least ``connections`` routes."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not child.alive():
             raise RuntimeError(f"{child.name} exited:\n{child.log_tail()}")
-        if health(port).get("connections", 0) >= connections:
+        if health(port, metrics_token).get("connections", 0) >= connections:
             return
         time.sleep(0.05)
-    raise RuntimeError(f"the data plane on {port} did not load the snapshots: {health(port)}\n{child.log_tail()}")
+    raise RuntimeError(f"the data plane on {port} did not load the snapshots: {health(port, metrics_token)}\n"
+                       f"{child.log_tail()}")
 
 
 LOADED = re.compile(r"following snapshots in Redis \(.*'connections': (\d+)")
@@ -80,12 +84,14 @@ class Gateway:
         self.control_plane_port = free_port()
         self.redis_url = redis_url
         self.prefix = f"mesh-bench-{uuid.uuid4().hex[:12]}"
+        self.metrics_token = uuid.uuid4().hex
         self.env = {
             "MESH_DATA_DIR": str(work_dir / "gateway-data"),
             "PORT": str(self.port),
             "CONTROL_PLANE_PORT": str(self.control_plane_port),
             "REDIS_URL": redis_url,
             "MESH_REDIS_PREFIX": self.prefix,
+            "MESH_METRICS_TOKEN": self.metrics_token,
         }
         self.settings = Settings.from_env(env=self.env)
         self.seeded: SeededOrg | None = None
@@ -98,7 +104,7 @@ class Gateway:
         env = {**self.env, "DATABASE_URL": self.settings.database_url}
         self.mesh_up = self.group.start("mesh-up", [MESH, "up"], env=env, stop_signal=signal.SIGINT)
         self.mesh_up.wait_for_port(self.port)
-        wait_for_snapshot(self.port, self.seeded.connections, self.mesh_up)
+        wait_for_snapshot(self.port, self.metrics_token, self.seeded.connections, self.mesh_up)
         for pid in children_of(self.mesh_up.pid):
             if "dataplane_addon" in cmdline(pid):
                 self.data_plane_pid = pid

@@ -63,11 +63,17 @@ def unchecked_answer(call: McpCall, reason: str) -> http.Response:
                       call.request_id)
 
 
+def connection_handler(client):
+    """mitmproxy's handler of a client connection (it holds that client's connections to
+    upstreams, and closes them); None once the client is gone, or where no proxy server runs."""
+    proxyserver = ctx.master.addons.get("proxyserver")
+    return proxyserver.connections.get(client.id) if proxyserver is not None else None
+
+
 def close_upstream(flow) -> None:
     """Close the flow's connection to its upstream now. mitmproxy then ends the flow with a
     protocol error, which ``protocol_errors`` answers with a JSON-RPC error while nothing of the
     upstream's answer has reached the client."""
-    proxyserver = ctx.master.addons.get("proxyserver")
-    handler = proxyserver.connections.get(flow.client_conn.id) if proxyserver is not None else None
+    handler = connection_handler(flow.client_conn)
     if handler is not None and flow.server_conn in handler.transports:
         handler.close_connection(flow.server_conn)

@@ -36,27 +36,26 @@ from shared.jsonrpc import CREDENTIALS_UNAVAILABLE
 
 log = logging.getLogger(__name__)
 
-# Request headers that reach the upstream, compared case-insensitively (plus ``Mcp-Param-*``,
-# which mirror tool arguments). Everything else the caller sent stays at the gateway.
-FORWARDED_HEADERS = frozenset({
-    "host", "accept", "content-type", "user-agent",
+# Request headers of the caller's that reach the upstream, compared case-insensitively (plus
+# ``Mcp-Param-*``, which mirror tool arguments). Everything else stays at the gateway. A POST's
+# ``Content-Type`` and ``Content-Length`` are the gateway's own: its body is the JSON ``parse``
+# wrote.
+FORWARDED_HEADERS = frozenset(name.encode() for name in (
+    "host", "accept", "user-agent",
     "mcp-protocol-version", "mcp-session-id", "mcp-method", "mcp-name", "last-event-id",
     "traceparent", "tracestate",
-})
-FORWARDED_PREFIXES = ("mcp-param-",)
+))
+FORWARDED_PREFIXES = (b"mcp-param-",)
 
 
 def forwarded_headers(request: http.Request) -> http.Headers:
-    """The caller's headers that may reach the upstream; a POST's body is JSON (``parse`` made it
-    so), of the length it has now."""
-    kept = [(name, value) for name, value in request.headers.fields
-            if (lowered := name.lower().decode("latin-1")) in FORWARDED_HEADERS
-            or lowered.startswith(FORWARDED_PREFIXES)]
-    headers = http.Headers(kept)
+    """The headers that go upstream with ``request`` (the connection's credentials come after)."""
+    fields = [(name, value) for name, value in request.headers.fields
+              if (lowered := name.lower()) in FORWARDED_HEADERS or lowered.startswith(FORWARDED_PREFIXES)]
     if request.method == "POST":
-        headers["Content-Type"] = "application/json"
-        headers["Content-Length"] = str(len(request.raw_content or b""))
-    return headers
+        fields += ((b"Content-Type", b"application/json"),
+                   (b"Content-Length", str(len(request.raw_content or b"")).encode()))
+    return http.Headers(fields)
 
 
 class CredentialsUnavailable(Exception):

@@ -21,17 +21,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import NamedTuple
 
 from mitmproxy import ctx, http
 from mitmproxy.utils import human
 
-from dataplane_addon.call import CALL, LOCAL, rpc_answer
+from dataplane_addon.call import CALL, LOCAL, connection_handler, rpc_answer
 from shared.jsonrpc import INVALID_REQUEST
 
 log = logging.getLogger(__name__)
 
 BODY_LIMIT = "mesh.body_limit"  # flow.metadata: the most body bytes protocol_errors lets mitmproxy read
-_DEADLINE = "mesh.body_deadline"
 JSON = "application/json"
 
 
@@ -39,41 +39,66 @@ def too_large() -> http.Response:
     return rpc_answer(413, INVALID_REQUEST, "Payload too large: the body exceeds the gateway's limit")
 
 
-def has_body(request: http.Request) -> bool:
-    length = request.headers.get("Content-Length")
-    return "Transfer-Encoding" in request.headers or (length is not None and length.strip() != "0")
+class BodyHeaders(NamedTuple):
+    """What a request's headers say of its body, read in one pass."""
+
+    length: str | None = None
+    chunked: bool = False
+    encoding: str | None = None
+    media_type: str = ""
+
+    @classmethod
+    def of(cls, request: http.Request) -> "BodyHeaders":
+        length = encoding = None
+        chunked, content_type = False, ""
+        for name, value in request.headers.fields:
+            lowered = name.lower()
+            if lowered == b"content-length":
+                length = value.decode("latin-1").strip()
+            elif lowered == b"transfer-encoding":
+                chunked = True
+            elif lowered == b"content-encoding":
+                encoding = value.decode("latin-1").strip()
+            elif lowered == b"content-type":
+                content_type = media_type(value.decode("latin-1"))
+        return cls(length, chunked, encoding, content_type)
+
+    @property
+    def has_body(self) -> bool:
+        return self.chunked or (self.length is not None and self.length != "0")
+
+    def too_long(self, limit: int | None) -> bool:
+        return limit is not None and self.length is not None and self.length.isdigit() and int(self.length) > limit
 
 
 def media_type(value: str | None) -> str:
     return (value or "").partition(";")[0].strip().lower()
 
 
-def refusal(request: http.Request) -> http.Response | None:
+def refusal(method: str, body: BodyHeaders) -> http.Response | None:
     """Why an MCP request's body is refused before it is read, as the answer; None if it is not."""
-    if request.method in ("GET", "DELETE"):
-        if has_body(request):
-            return rpc_answer(400, INVALID_REQUEST, f"Bad request: an MCP {request.method} carries no body")
+    if method in ("GET", "DELETE"):
+        if body.has_body:
+            return rpc_answer(400, INVALID_REQUEST, f"Bad request: an MCP {method} carries no body")
         return None
-    encoding = request.headers.get("Content-Encoding")
-    if encoding is not None and encoding.strip().lower() != "identity":
+    if body.encoding is not None and body.encoding.lower() != "identity":
         return rpc_answer(415, INVALID_REQUEST, "Unsupported Media Type: the gateway does not accept "
-                          f"Content-Encoding {encoding.strip()!r}; send the body uncompressed",
+                          f"Content-Encoding {body.encoding!r}; send the body uncompressed",
                           headers={"Accept-Encoding": "identity"})
-    if media_type(request.headers.get("Content-Type")) != JSON:
+    if body.media_type != JSON:
         return rpc_answer(415, INVALID_REQUEST, "Unsupported Media Type: an MCP POST must carry "
                           "'Content-Type: application/json'")
     return None
-
-
-def announced_too_large(request: http.Request, limit: int | None) -> bool:
-    length = request.headers.get("Content-Length", "")
-    return limit is not None and length.strip().isdigit() and int(length) > limit
 
 
 class RequestBodyGuard:
     def __init__(self) -> None:
         self.max_body: int | None = 4 * 1024 * 1024
         self.read_timeout = 30.0
+        # Flows whose body is still arriving -> the loop time by which it must have. A sweep
+        # closes the late ones: cheaper per request than a timer each.
+        self.reading: dict[http.HTTPFlow, float] = {}
+        self._sweeper: asyncio.Task | None = None
 
     def load(self, loader) -> None:
         loader.add_option("mesh_max_request_body", str, "4m",
@@ -94,22 +119,29 @@ class RequestBodyGuard:
                 raise OptionsError("mesh_body_read_timeout must be positive")
             self.read_timeout = ctx.options.mesh_body_read_timeout
 
+    def running(self) -> None:
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+
+    def done(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live or LOCAL in flow.metadata:
             return
-        request = flow.request
-        if has_body(request):
+        body = BodyHeaders.of(flow.request)
+        if body.has_body:
             # Also for a request refused below: what is left of its body is read and dropped, for
             # no longer than this.
             flow.metadata[BODY_LIMIT] = self.max_body
-            flow.metadata[_DEADLINE] = asyncio.get_running_loop().call_later(self.read_timeout, self._expire, flow)
-        if CALL in flow.metadata and (answer := refusal(request)) is not None:
+            self.reading[flow] = asyncio.get_running_loop().time() + self.read_timeout
+        if CALL in flow.metadata and (answer := refusal(flow.request.method, body)) is not None:
             flow.response = answer
-        elif announced_too_large(request, self.max_body):
+        elif body.too_long(self.max_body):
             flow.response = too_large()
 
     def request(self, flow: http.HTTPFlow) -> None:
-        self._cancel(flow)
+        self.reading.pop(flow, None)
         if flow.response or flow.error or not flow.live:
             return
         # A backstop: protocol_errors already stops reading at the limit.
@@ -117,17 +149,19 @@ class RequestBodyGuard:
             flow.response = too_large()
 
     def error(self, flow: http.HTTPFlow) -> None:
-        self._cancel(flow)
+        self.reading.pop(flow, None)
 
-    @staticmethod
-    def _cancel(flow: http.HTTPFlow) -> None:
-        deadline = flow.metadata.pop(_DEADLINE, None)
-        if deadline is not None:
-            deadline.cancel()
+    async def _sweep_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(min(1.0, self.read_timeout / 4))
+            now = loop.time()
+            for flow in [f for f, deadline in self.reading.items() if deadline <= now]:
+                del self.reading[flow]
+                self._expire(flow)
 
     def _expire(self, flow: http.HTTPFlow) -> None:
-        flow.metadata.pop(_DEADLINE, None)
-        handler = ctx.master.addons.get("proxyserver").connections.get(flow.client_conn.id)
+        handler = connection_handler(flow.client_conn)
         if handler is None:
             return
         if flow.response is not None and (flow.request.is_http2 or flow.request.is_http3):

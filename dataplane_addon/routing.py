@@ -20,8 +20,9 @@ LOCAL_PATHS = frozenset({"/health", "/metrics"})
 MCP_METHODS = frozenset({"POST", "GET", "DELETE"})
 # Request headers the gateway reads (or rewrites) before forwarding: a second copy could be read
 # by the upstream instead of the one decided on, so a request carrying one twice is refused.
-SINGLE_HEADERS = ("Content-Type", "Content-Encoding", "Content-Length", "Transfer-Encoding", "Mcp-Session-Id",
-                  "MCP-Protocol-Version", "Mcp-Method", "Mcp-Name", "Last-Event-ID", "traceparent")
+SINGLE_HEADERS = frozenset(name.lower().encode() for name in (
+    "Content-Type", "Content-Encoding", "Content-Length", "Transfer-Encoding", "Mcp-Session-Id",
+    "MCP-Protocol-Version", "Mcp-Method", "Mcp-Name", "Last-Event-ID", "traceparent"))
 
 
 def parse_control_plane(spec: str) -> tuple[str, int]:
@@ -37,10 +38,14 @@ def not_found() -> http.Response:
 
 
 def repeated_header(headers: http.Headers) -> str | None:
-    """The first of ``SINGLE_HEADERS`` that appears more than once, if any."""
-    for name in SINGLE_HEADERS:
-        if len(headers.get_all(name)) > 1:
-            return name
+    """The first of ``SINGLE_HEADERS`` that appears more than once, if any (one pass)."""
+    seen = set()
+    for name, _value in headers.fields:
+        lowered = name.lower()
+        if lowered in SINGLE_HEADERS:
+            if lowered in seen:
+                return name.decode("latin-1")
+            seen.add(lowered)
     return None
 
 

@@ -28,7 +28,7 @@ import logging
 from mitmproxy import connection, ctx, http
 from mitmproxy.proxy.mode_specs import ProxyMode
 
-from dataplane_addon.call import CALL, McpCall, undecided_call
+from dataplane_addon.call import CALL, McpCall, connection_handler, undecided_call
 from dataplane_addon.routing import parse_control_plane
 from shared.upstream_addresses import AddressRules, literal_address, resolve_async
 
@@ -90,7 +90,7 @@ class UpstreamAddressGuard:
         failed = self.refused.pop(target, None)
         if failed is not None:
             failed.error = None  # not reusable now: mitmproxy opens (and we check) a new connection
-        handler = ctx.master.addons.get("proxyserver").connections.get(flow.client_conn.id)
+        handler = connection_handler(flow.client_conn)
         if handler is None:
             return
         for server in list(handler.transports):
@@ -163,7 +163,7 @@ class UpstreamAddressGuard:
         reason = self.rules.refusal(data.server.peername[0], data.server.peername[1], private_ok=private_ok)
         if reason:
             self._refuse(calls, f"{data.server.address[0]}:{data.server.address[1]}", reason)
-            handler = ctx.master.addons.get("proxyserver").connections.get(data.client.id)
+            handler = connection_handler(data.client)
             io = handler.transports.get(data.server) if handler is not None else None
             if io is not None and io.writer is not None:
                 io.writer.transport.abort()  # before the request is written: nothing reaches it

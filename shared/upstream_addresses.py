@@ -98,6 +98,7 @@ class AddressRules:
     def from_settings(cls, allowed_private: str | None, own_ports: Iterable[int] = ()) -> "AddressRules":
         return cls(parse_networks(allowed_private), frozenset(p for p in own_ports if p))
 
+    @functools.lru_cache(maxsize=4096)  # the data plane asks for every call on a kept-alive connection
     def refusal(self, address: IPAddress | str, port: int, *, private_ok: bool) -> str | None:
         """Why an upstream at ``address``:``port`` may not be called, or None if it may."""
         address = ipaddress.ip_address(address)
