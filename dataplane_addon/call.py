@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from mitmproxy import ctx, http
 
 from dataplane_addon.snapshot_store import Principal, Upstream
-from shared.jsonrpc import INTERNAL_ERROR, Message, error_body
+from shared.jsonrpc import INTERNAL_ERROR, UPSTREAM_UNAVAILABLE, Message, error_body
 
 CALL = "mesh.call"
 LOCAL = "mesh.local"
@@ -54,6 +54,13 @@ def rpc_answer(status: int, code: int, message: str, request_id=None, headers: d
     """A JSON-RPC error as the HTTP answer. ``message`` is shown to the client: no secrets."""
     return http.Response.make(status, error_body(code, message, request_id),
                               {"Content-Type": "application/json", **(headers or {})})
+
+
+def address_refused(call: McpCall, reason: str) -> http.Response:
+    """The answer to a call whose upstream is at an address the gateway may not call."""
+    name = call.upstream.name if call.upstream else call.connection_id
+    return rpc_answer(502, UPSTREAM_UNAVAILABLE, f"Bad gateway: the upstream of connection {name!r} is at an address "
+                      f"the gateway may not call ({reason})", call.request_id)
 
 
 def unchecked_answer(call: McpCall, reason: str) -> http.Response:

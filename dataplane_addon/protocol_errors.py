@@ -30,7 +30,7 @@ from mitmproxy.proxy.layers import http as http_layers
 from mitmproxy.proxy.layers.http import RequestData, ResponseEndOfMessage, ResponseProtocolError, SendHttp, _http1
 from mitmproxy.proxy.layers.http._hooks import HttpResponseHeadersHook
 
-from dataplane_addon.call import CALL, rpc_answer, unchecked_answer
+from dataplane_addon.call import CALL, address_refused, rpc_answer, unchecked_answer
 from dataplane_addon.request_body import BODY_LIMIT, too_large
 from shared.jsonrpc import INVALID_REQUEST, UPSTREAM_TIMEOUT, UPSTREAM_UNAVAILABLE, error_body
 
@@ -95,9 +95,7 @@ def _handle_protocol_error(self, event):
             self.flow.response = rpc_answer(504, UPSTREAM_TIMEOUT, f"Gateway timeout: the upstream of connection "
                                             f"{name!r} did not answer in time", call.request_id)
         elif call.refused_address is not None:
-            self.flow.response = rpc_answer(502, UPSTREAM_UNAVAILABLE, f"Bad gateway: the upstream of connection "
-                                            f"{name!r} is at an address the gateway may not call "
-                                            f"({call.refused_address})", call.request_id)
+            self.flow.response = address_refused(call, call.refused_address)
         else:
             self.flow.response = rpc_answer(502, UPSTREAM_UNAVAILABLE, f"Bad gateway: the upstream of connection "
                                             f"{name!r} is unreachable", call.request_id)

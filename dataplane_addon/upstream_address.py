@@ -1,11 +1,13 @@
 """Upstream addresses: every connection the data plane opens for an MCP call goes only where
 ``shared.upstream_addresses`` allows that call's connection to go, checked at connect time.
 
-- Per call (``request``, after ``inject`` has pointed it at its upstream): the call is noted
-  under its client connection and target (host, port). A connection to that target which the
-  client already holds, and which this call's rule would refuse, is closed first, so mitmproxy
-  opens a new one (checked below) instead of reusing it: two calls on one client connection may
-  be held to different rules.
+- Per call (``request``, after ``inject`` has pointed it at its upstream): an upstream written
+  as an IP address is decided at once, under this call's rule (cheap: decisions are cached), so
+  a connection reused for it, opened for another call perhaps held to a more lenient rule, does
+  not matter. An upstream named by a host name is noted under its client connection and target
+  (host, port), and a connection to that target which the client already holds, and which this
+  call's rule would refuse, is closed first, so mitmproxy opens a new one (checked below)
+  instead of reusing it.
 - Per connection (``server_connect``): the target is resolved and every address checked under
   the strictest rule among the calls waiting for it; a refusal kills the connection before a
   packet is sent, and the calls get 502 naming the reason (``protocol_errors``).
@@ -28,7 +30,7 @@ import logging
 from mitmproxy import connection, ctx, http
 from mitmproxy.proxy.mode_specs import ProxyMode
 
-from dataplane_addon.call import CALL, McpCall, connection_handler, undecided_call
+from dataplane_addon.call import CALL, McpCall, address_refused, connection_handler, undecided_call
 from dataplane_addon.routing import parse_control_plane
 from shared.upstream_addresses import AddressRules, literal_address, resolve_async
 
@@ -83,6 +85,13 @@ class UpstreamAddressGuard:
     def request(self, flow: http.HTTPFlow) -> None:
         call = undecided_call(flow)
         if call is None or call.upstream is None or call.upstream.internal:
+            return
+        literal = literal_address(flow.request.host)
+        if literal is not None:
+            reason = self.rules.refusal(literal, flow.request.port, private_ok=call.upstream.private_ok)
+            if reason:
+                self._refuse([call], f"{flow.request.host}:{flow.request.port}", reason)
+                flow.response = address_refused(call, reason)
             return
         target = (flow.client_conn.id, flow.request.host, flow.request.port)
         self.waiting.setdefault(target, []).append(flow)
@@ -139,7 +148,7 @@ class UpstreamAddressGuard:
     async def server_connect(self, data) -> None:
         calls = self._calls(data)
         if not calls:
-            return  # not an MCP call's upstream: the control plane, or the bridge
+            return  # the control plane, the bridge, or an address decided per call
         private_ok = all(call.upstream.private_ok for call in calls)
         host, port = data.server.address
         try:

@@ -146,6 +146,7 @@ class AddressRules:
                 raise AddressRefused(reason)
 
 
+@functools.lru_cache(maxsize=4096)
 def literal_address(host: str) -> IPAddress | None:
     """``host`` as an IP address if it is written as one in standard notation (a URL's ``[v6]``
     brackets removed); None for a name or a non-standard spelling, which ``resolve`` handles."""
