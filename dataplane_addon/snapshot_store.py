@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
@@ -222,8 +223,9 @@ class SnapshotFollower:
         self._task: asyncio.Task | None = None
 
     def load(self, loader) -> None:
-        loader.add_option("mesh_redis_url", str, "redis://127.0.0.1:6379/0",
-                          "Redis holding the snapshots the control plane publishes.")
+        # From the environment by default: a URL carrying a password stays off command lines.
+        loader.add_option("mesh_redis_url", str, os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0",
+                          "Redis holding the snapshots the control plane publishes (default: REDIS_URL).")
         loader.add_option("mesh_redis_prefix", str, "mesh", "Prefix of every MCP Mesh key in Redis.")
         loader.add_option("mesh_bridge", str, DEFAULT_BRIDGE,
                           "HOST:PORT of the bridge serving stdio and sse connections (its token comes from "

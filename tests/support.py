@@ -82,6 +82,8 @@ def published_snapshot(client: redis.Redis, prefix: str, org_id: str, keyring: K
 class Upstream:
     """A real MCP server (tests/upstreams/echo_server.py) in a subprocess."""
 
+    module = "tests.upstreams.echo_server"
+
     def __init__(self, tmp: Path, port: int | None = None, required_bearer: str | None = None):
         self.port = port or free_port()
         self.required_bearer = required_bearer
@@ -95,8 +97,8 @@ class Upstream:
 
     def start(self) -> "Upstream":
         extra = ["--require-bearer", self.required_bearer] if self.required_bearer else []
-        self.proc = subprocess.Popen([sys.executable, "-m", "tests.upstreams.echo_server", str(self.port),
-                                      str(self.header_log), *extra], cwd=ROOT)
+        self.proc = subprocess.Popen([sys.executable, "-m", self.module, str(self.port), str(self.header_log), *extra],
+                                     cwd=ROOT)
         wait_for(lambda: port_open(self.port), what=f"upstream on {self.port}")
         return self
 
@@ -109,34 +111,16 @@ class Upstream:
         return [json.loads(line) for line in self.header_log.read_text().splitlines() if line.strip()]
 
 
-class ScriptedUpstream:
-    """tests/upstreams/scripted_server.py in a subprocess: an upstream that misbehaves on purpose,
-    one scenario per URL (``url(scenario)``)."""
+class ScriptedUpstream(Upstream):
+    """tests/upstreams/scripted_server.py: an upstream that misbehaves on purpose, one scenario per
+    URL (``url_for(scenario)``); it logs what it receives like the echo server."""
 
-    def __init__(self, tmp: Path):
-        self.port = free_port()
-        self.log_path = tmp / f"scripted-{self.port}.jsonl"
-        self.log_path.touch()
-        self.proc: subprocess.Popen | None = None
+    module = "tests.upstreams.scripted_server"
 
-    def url(self, scenario: str) -> str:
+    def url_for(self, scenario: str) -> str:
         from urllib.parse import quote
 
-        return f"http://127.0.0.1:{self.port}/mcp?s={quote(scenario, safe='')}"
-
-    def start(self) -> "ScriptedUpstream":
-        self.proc = subprocess.Popen([sys.executable, "-m", "tests.upstreams.scripted_server", str(self.port),
-                                      str(self.log_path)], cwd=ROOT)
-        wait_for(lambda: port_open(self.port), what=f"scripted upstream on {self.port}")
-        return self
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-
-    def requests(self) -> list[dict]:
-        return [json.loads(line) for line in self.log_path.read_text().splitlines() if line.strip()]
+        return f"{self.url}?s={quote(scenario, safe='')}"
 
 
 def rss_kib(pid: int) -> int:

@@ -9,19 +9,14 @@ import httpx2
 import pytest
 
 from control_plane.management.tools import TOOLS
-from tests.support import Gateway, mcp_client
+from tests.support import mcp_client
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 
 
-@pytest.fixture(scope="module")
-def gateway(tmp_path_factory, redis_url):
-    # Connections created with the management tools point at the tests' loopback upstreams, which
-    # only an operator's MESH_ALLOW_PRIVATE_UPSTREAMS allows for connections made over the network.
-    gw = Gateway(tmp_path_factory.mktemp("gateway"), redis_url,
-                 env={"MESH_ALLOW_PRIVATE_UPSTREAMS": "127.0.0.1/32"}).start()
-    yield gw
-    assert gw.stop() == 0, "mesh up did not stop cleanly on Ctrl-C"
+# Connections created with the management tools point at the tests' loopback upstreams, which only
+# an operator's MESH_ALLOW_PRIVATE_UPSTREAMS allows for connections made over the network.
+GATEWAY_ENV = {"MESH_ALLOW_PRIVATE_UPSTREAMS": "127.0.0.1/32"}
 
 
 async def call(gateway, key, tool, **arguments):

@@ -18,7 +18,6 @@ import httpx2
 import pytest
 
 from tests.support import (
-    Gateway,
     ScriptedUpstream,
     cpu_seconds,
     mcp_headers,
@@ -32,12 +31,7 @@ pytestmark = pytest.mark.e2e
 READ_TIMEOUT = 2  # MESH_BODY_READ_TIMEOUT of this module's gateway
 
 
-@pytest.fixture(scope="module")
-def gateway(tmp_path_factory, redis_url):
-    gw = Gateway(tmp_path_factory.mktemp("gateway"), redis_url,
-                 env={"MESH_BODY_READ_TIMEOUT": str(READ_TIMEOUT)}).start()
-    yield gw
-    assert gw.stop() == 0
+GATEWAY_ENV = {"MESH_BODY_READ_TIMEOUT": str(READ_TIMEOUT)}
 
 
 @pytest.fixture(scope="module")
@@ -323,7 +317,7 @@ def scripted_connections(gateway, scripted):
 
     def connection(scenario: str) -> str:
         if scenario not in made:
-            made[scenario] = gateway.add_connection(f"scripted-{len(made)}", scripted.url(scenario))
+            made[scenario] = gateway.add_connection(f"scripted-{len(made)}", scripted.url_for(scenario))
         return made[scenario]
 
     return connection

@@ -12,7 +12,7 @@ import anyio
 import pytest
 
 from tests.secret_scan import find_secret
-from tests.support import Gateway, Upstream, call_tool_status, mcp_client, wait_for
+from tests.support import Upstream, call_tool_status, mcp_client, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 
@@ -37,15 +37,10 @@ async def tools_seen(gateway, connection_id: str, key: str) -> list[str]:
     raise AssertionError("the data plane never accepted the key")
 
 
-@pytest.fixture(scope="module")
-def gateway(tmp_path_factory, redis_url):
-    # The attacker's listener is on loopback, like every test upstream: the operator lets members'
-    # connections reach it, so that what protects the owner's token here is the secrets' binding
-    # to their origin (an address check would stop the move first: test_security_addresses.py).
-    gw = Gateway(tmp_path_factory.mktemp("gateway"), redis_url,
-                 env={"MESH_ALLOW_PRIVATE_UPSTREAMS": "127.0.0.1/32"}).start()
-    yield gw
-    assert gw.stop() == 0
+# The attacker's listener is on loopback, like every test upstream: the operator lets members'
+# connections reach it, so that what protects the owner's token here is the secrets' binding to
+# their origin (an address check would stop the move first: test_security_addresses.py).
+GATEWAY_ENV = {"MESH_ALLOW_PRIVATE_UPSTREAMS": "127.0.0.1/32"}
 
 
 @pytest.fixture(scope="module")
