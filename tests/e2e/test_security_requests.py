@@ -78,6 +78,17 @@ SMUGGLED = (b'{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"ad
             b'"x":"=22,=22name=22:=22echo"}}')
 
 
+@pytest.fixture(scope="module")
+def echo_session(gateway, echo, echo_only) -> str:
+    """A 2025-11-25 session opened through the gateway by the echo-only key, as the review's client had."""
+    body = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "review", "version": "0"}}}
+    opened = httpx2.post(gateway.mcp_url(echo), json=body, timeout=10, headers={
+        "Authorization": f"Bearer {echo_only}", "Accept": "application/json, text/event-stream"})
+    assert opened.status_code == 200, opened.text
+    return opened.headers["mcp-session-id"]
+
+
 @pytest.mark.parametrize("encoding, encode", [
     ("quopri", lambda b: b),  # the review's exploit: the gateway read `echo`, the upstream ran `add`
     ("gzip", gzip.compress),
@@ -88,14 +99,18 @@ SMUGGLED = (b'{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"ad
     ("br", lambda b: b),
 ])
 def test_a_request_body_in_any_content_encoding_is_refused_and_never_reaches_the_upstream(
-        gateway, upstream, echo, echo_only, encoding, encode):
+        gateway, upstream, echo, echo_only, echo_session, encoding, encode):
     before = len(upstream.requests())
-    response = post(gateway, echo, echo_only, None, {"Content-Encoding": encoding, "Mcp-Method": "tools/call",
-                                                     "Mcp-Name": "add"}, content=encode(SMUGGLED))
+    # Exactly as the review sent it: in a session, no Mcp-Method/Mcp-Name headers, so nothing but the
+    # body's reading decides (the gateway's used to read `echo`, the upstream ran `add`: 42).
+    response = httpx2.post(gateway.mcp_url(echo), content=encode(SMUGGLED), timeout=15, headers={
+        "Authorization": f"Bearer {echo_only}", "Accept": "application/json, text/event-stream",
+        "Content-Type": "application/json", "Content-Encoding": encoding, "Mcp-Session-Id": echo_session,
+        "MCP-Protocol-Version": "2025-11-25"})
+    assert "42" not in response.text, "the upstream ran a tool the gateway did not decide on"
     assert response.status_code == 415
     answer = response.json()
     assert answer["error"]["code"] == -32600 and "Content-Encoding" in answer["error"]["message"]
-    assert "42" not in response.text
     assert received(upstream, before) == []
 
 
