@@ -12,7 +12,7 @@ when case-folded (Go's ``encoding/json`` matches field names case-insensitively,
 numbers too large for a double, lone UTF-16 surrogates and nesting too deep to parse are refused.
 
 The error codes are the MCP SDK's own constants (``mcp_types``), so clients see the numbers the
-protocol defines.
+protocol defines; so are the methods each protocol version has (``method_not_found``).
 """
 
 from __future__ import annotations
@@ -24,13 +24,23 @@ from dataclasses import dataclass
 from typing import Any
 
 from mcp.shared.inbound import (
+    ERROR_CODE_HTTP_STATUS,
     MCP_METHOD_HEADER,
     MCP_NAME_HEADER,
     MCP_PROTOCOL_VERSION_HEADER,
     NAME_BEARING_METHODS,
     decode_header_value,
 )
-from mcp_types import HEADER_MISMATCH, INTERNAL_ERROR, INVALID_REQUEST, PARSE_ERROR
+from mcp_types import (
+    HEADER_MISMATCH,
+    INTERNAL_ERROR,
+    INVALID_REQUEST,
+    METHOD_NOT_FOUND,
+    PARSE_ERROR,
+    PROTOCOL_VERSION_META_KEY,
+)
+from mcp_types.methods import CLIENT_REQUESTS
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 # The headers that mirror the body, as the `mcp` SDK names them; each may appear once.
 ROUTING_HEADERS = (MCP_PROTOCOL_VERSION_HEADER, MCP_METHOD_HEADER, MCP_NAME_HEADER)
@@ -41,6 +51,8 @@ __all__ = [
     "HEADER_MISMATCH",
     "INTERNAL_ERROR",
     "INVALID_REQUEST",
+    "MCP_PROTOCOL_VERSION_HEADER",
+    "METHOD_NOT_FOUND",
     "NOT_FOUND",
     "PARSE_ERROR",
     "SESSION_NOT_FOUND",
@@ -51,6 +63,8 @@ __all__ = [
     "JsonRpcError",
     "Message",
     "error_body",
+    "error_status",
+    "method_not_found",
     "parse_body",
 ]
 
@@ -213,6 +227,35 @@ def error_body(code: int, message: str, request_id: RequestId = None, data: Any 
     if data is not None:
         error["data"] = data
     return json.dumps({"jsonrpc": "2.0", "id": request_id, "error": error}).encode()
+
+
+def error_status(code: int) -> int:
+    """The HTTP status of an answer carrying JSON-RPC error ``code``, as the `mcp` SDK maps it
+    (-32601 → 404, malformed requests → 400); 200 for every other code, the gateway's own
+    refusals included."""
+    return ERROR_CODE_HTTP_STATUS.get(code, 200)
+
+
+def method_not_found(message: Message, version_header: str | None) -> str | None:
+    """Why a request names a method its protocol version does not have, for the versions that
+    answer it with -32601 Method not found and HTTP 404 (2026-07-28, which removed ``initialize``,
+    ``ping``, ``logging/setLevel``, ``resources/subscribe`` and ``resources/unsubscribe``); None for
+    any other request. The methods of each version are the `mcp` SDK's (``CLIENT_REQUESTS``), so a
+    method unknown there is unknown here: refused, never forwarded.
+
+    The version is the ``MCP-Protocol-Version`` header's, as the SDK's servers route on it, or,
+    without that header, the one in ``params._meta``. Requests of the 2025 versions (the
+    ``initialize`` handshake) are left to the policy (``shared.policy.target_of``), which refuses an
+    unknown method there with its -32003 as before."""
+    if message.kind != "request":
+        return None
+    version = version_header
+    if version is None:
+        meta = (message.params or {}).get("_meta")
+        version = meta.get(PROTOCOL_VERSION_META_KEY) if isinstance(meta, dict) else None
+    if version not in MODERN_PROTOCOL_VERSIONS or (message.method, version) in CLIENT_REQUESTS:
+        return None
+    return f"Method not found: {message.method!r} is not a method of MCP {version}"
 
 
 def header_mismatch(messages: list[Message], get_all: Callable[[str], list[str]]) -> str | None:

@@ -431,16 +431,33 @@ def test_an_event_that_never_ends_is_cut_off_without_stalling_the_gateway(gatewa
 
 # -- item 18: tasks ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("method, params", [
-    ("tasks/get", {"taskId": "another-keys-task"}), ("tasks/result", {"taskId": "another-keys-task"}),
-    ("tasks/cancel", {"taskId": "another-keys-task"}), ("tasks/list", {}),
-    ("tools/call", {"name": "echo", "arguments": {"text": "later"}, "task": {"ttl": 60000}}),
-])
+TASK_METHODS = [("tasks/get", {"taskId": "another-keys-task"}), ("tasks/result", {"taskId": "another-keys-task"}),
+                ("tasks/cancel", {"taskId": "another-keys-task"}), ("tasks/list", {})]
+TASK_CALL = ("tools/call", {"name": "echo", "arguments": {"text": "later"}, "task": {"ttl": 60000}})
+
+
+@pytest.mark.parametrize("method, params", [*TASK_METHODS, TASK_CALL])
 def test_tasks_are_refused_and_never_reach_the_upstream(gateway, upstream, echo, echo_only, method, params):
+    """In a 2025-11-25 session, where tasks are part of the protocol."""
     before = len(upstream.requests())
-    body = rpc(method, params, request_id=18)
-    response = post(gateway, echo, echo_only, body)
+    body = {"jsonrpc": "2.0", "id": 18, "method": method, "params": params}
+    response = post(gateway, echo, echo_only, body, {"MCP-Protocol-Version": "2025-11-25"})
     answer = response.json()
     assert answer["id"] == 18 and answer["error"]["code"] == -32003
     assert "tasks are not available through the gateway" in answer["error"]["message"]
+    assert received(upstream, before) == []
+
+
+@pytest.mark.parametrize("method, params", [*TASK_METHODS, TASK_CALL])
+def test_in_2026_task_methods_are_not_found_and_a_task_request_is_refused(gateway, upstream, echo, echo_only, method,
+                                                                           params):
+    """2026-07-28 has no tasks/* methods (the gateway does not offer the tasks extension either)."""
+    before = len(upstream.requests())
+    response = post(gateway, echo, echo_only, rpc(method, params, request_id=18))
+    answer = response.json()
+    if method.startswith("tasks/"):
+        assert (response.status_code, answer["id"], answer["error"]["code"]) == (404, 18, -32601)
+    else:
+        assert answer["id"] == 18 and answer["error"]["code"] == -32003
+        assert "tasks are not available through the gateway" in answer["error"]["message"]
     assert received(upstream, before) == []

@@ -98,6 +98,54 @@ def test_a_header_cannot_smuggle_a_denied_call_past_the_policy(gateway, upstream
     assert httpx2.post(gateway.mcp_url(connection_id), json=body, headers=method_lie).json()["error"]["code"] == -32020
 
 
+# -- removed and unknown methods, answered as the request's protocol version says ---------------
+
+REMOVED_IN_2026 = ["initialize", "ping", "logging/setLevel", "resources/subscribe", "resources/unsubscribe"]
+
+
+@pytest.mark.parametrize("method", [*REMOVED_IN_2026, "unknown/method", "tasks/list"])
+def test_a_2026_request_for_a_removed_or_unknown_method_is_404_method_not_found_as_from_the_upstream(
+        gateway, upstream, connection_id, key, method):
+    body = rpc(method, {"uri": "file:///docs/readme"}, request_id=500)
+    direct = httpx2.post(upstream.url, json=body, headers=mcp_headers(body), timeout=10)
+    assert (direct.status_code, direct.json()["id"], direct.json()["error"]["code"]) == (404, 500, -32601)
+    before = len(upstream.requests())
+    response = httpx2.post(gateway.mcp_url(connection_id), json=body, headers=mcp_headers(body, key), timeout=10)
+    assert response.status_code == 404
+    assert response.json() == {"jsonrpc": "2.0", "id": 500, "error": {
+        "code": -32601, "message": f"Method not found: {method!r} is not a method of MCP 2026-07-28",
+        "data": {"method": method}}}
+    assert upstream.requests()[before:] == [], "refused by the gateway, never forwarded"
+
+
+def test_a_2026_request_without_the_version_header_is_judged_by_the_version_in_its_meta(
+        gateway, upstream, connection_id, key):
+    body = rpc("resources/subscribe", {"uri": "file:///docs/readme"}, request_id=501)
+    headers = {name: value for name, value in mcp_headers(body, key).items() if name != "MCP-Protocol-Version"}
+    before = len(upstream.requests())
+    response = httpx2.post(gateway.mcp_url(connection_id), json=body, headers=headers, timeout=10)
+    assert (response.status_code, response.json()["error"]["code"]) == (404, -32601)
+    assert upstream.requests()[before:] == []
+
+
+def test_in_a_2025_session_an_unknown_method_is_still_refused_by_the_policy(gateway, upstream, connection_id, key):
+    session = initialize(gateway, connection_id, key).headers["mcp-session-id"]
+    before = len(upstream.requests())
+    answer = in_session(gateway, connection_id, key, session,
+                        {"jsonrpc": "2.0", "id": 502, "method": "unknown/method", "params": {}})
+    assert answer.status_code == 200
+    assert answer.json()["id"] == 502 and answer.json()["error"]["code"] == -32003
+    assert "is not allowed through the gateway" in answer.json()["error"]["message"]
+    assert upstream.requests()[before:] == []
+
+
+def test_a_2026_tool_call_the_policy_denies_is_still_answered_forbidden_with_200(gateway, connection_id, echo_only_key):
+    body = rpc("tools/call", {"name": "add", "arguments": {"a": 1, "b": 2}}, request_id=503)
+    response = httpx2.post(gateway.mcp_url(connection_id), json=body, headers=mcp_headers(body, echo_only_key),
+                           timeout=10)
+    assert (response.status_code, response.json()["error"]["code"]) == (200, -32003)
+
+
 def test_an_oversized_body_gets_413_with_a_json_error(gateway, connection_id, key):
     body = rpc("tools/call", {"name": "echo", "arguments": {"text": "x" * (5 * 1024 * 1024)}})
     response = httpx2.post(gateway.mcp_url(connection_id), json=body, headers=mcp_headers(body, key), timeout=30)

@@ -4,7 +4,15 @@ import json
 
 import pytest
 
-from shared.jsonrpc import INVALID_REQUEST, PARSE_ERROR, JsonRpcError, error_body, parse_body
+from shared.jsonrpc import (
+    INVALID_REQUEST,
+    PARSE_ERROR,
+    JsonRpcError,
+    error_body,
+    error_status,
+    method_not_found,
+    parse_body,
+)
 
 
 def test_a_request_a_notification_and_a_response_are_told_apart():
@@ -97,3 +105,54 @@ def test_the_canonical_body_is_compact_utf8_json_of_exactly_what_was_parsed():
     assert json.loads(body.canonical) == body.messages[0].raw
     batch = parse_body(b'[{"jsonrpc":"2.0","id":1,"method":"ping"}]')
     assert batch.canonical == b'[{"jsonrpc":"2.0","id":1,"method":"ping"}]'
+
+
+def request(method: str, version: str | None = None, **params) -> object:
+    """One parsed request; ``version`` goes in params._meta, as 2026-07-28 clients send it."""
+    if version is not None:
+        params["_meta"] = {"io.modelcontextprotocol/protocolVersion": version,
+                           "io.modelcontextprotocol/clientCapabilities": {}}
+    message, = parse_body(json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).encode()).messages
+    return message
+
+
+REMOVED_IN_2026 = ["initialize", "ping", "logging/setLevel", "resources/subscribe", "resources/unsubscribe"]
+
+
+@pytest.mark.parametrize("method", [*REMOVED_IN_2026, "unknown/method", "tasks/list", "tasks/get", "Tools/Call"])
+def test_a_2026_request_for_a_method_that_version_lacks_is_method_not_found(method):
+    reason = method_not_found(request(method, uri="file:///docs/readme"), "2026-07-28")
+    assert reason == f"Method not found: {method!r} is not a method of MCP 2026-07-28"
+
+
+def test_without_the_version_header_the_version_in_meta_decides():
+    assert method_not_found(request("resources/subscribe", "2026-07-28"), None) is not None
+    assert method_not_found(request("resources/subscribe", "2025-11-25"), None) is None
+    assert method_not_found(request("resources/subscribe"), None) is None
+    # the header wins, as the SDK's servers route on it
+    assert method_not_found(request("resources/subscribe", "2026-07-28"), "2025-11-25") is None
+
+
+@pytest.mark.parametrize("method", ["tools/call", "tools/list", "prompts/get", "prompts/list", "resources/read",
+                                    "resources/list", "resources/templates/list", "completion/complete",
+                                    "server/discover", "subscriptions/listen"])
+def test_the_methods_of_2026_are_left_to_the_policy(method):
+    assert method_not_found(request(method, "2026-07-28"), "2026-07-28") is None
+
+
+@pytest.mark.parametrize("version", ["2025-11-25", "2025-06-18", "2025-03-26", None, "v999.0.0"])
+def test_other_versions_keep_their_answers(version):
+    """The 2025 versions (and a version no SDK knows) leave unknown methods to the policy's -32003."""
+    for method in [*REMOVED_IN_2026, "unknown/method"]:
+        assert method_not_found(request(method), version) is None
+
+
+def test_notifications_and_answers_are_never_method_not_found():
+    note, answer = parse_body(b'[{"jsonrpc":"2.0","method":"notifications/whatever"},'
+                              b'{"jsonrpc":"2.0","id":4,"result":{}}]').messages
+    assert method_not_found(note, "2026-07-28") is None and method_not_found(answer, "2026-07-28") is None
+
+
+def test_method_not_found_is_answered_404_and_the_gateways_refusals_200():
+    assert error_status(-32601) == 404 and error_status(-32600) == 400
+    assert error_status(-32003) == 200 and error_status(-32603) == 200
