@@ -63,6 +63,14 @@ def post(gateway, connection_id, key, body, headers=None, content: bytes | None 
     return httpx2.post(gateway.mcp_url(connection_id), content=data, headers=sent, timeout=15)
 
 
+def wait_until_known(gateway, connection_id, key) -> None:
+    """Until the data plane knows a new connection (404 before), asking with a ping, which it
+    forwards in a 2025-11-25 request (2026-07-28 has no ping: the gateway answers 404 itself)."""
+    ping = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+    wait_for(lambda: post(gateway, connection_id, key, ping, {"MCP-Protocol-Version": "2025-11-25"}).status_code != 404,
+             timeout=3)
+
+
 def received(upstream, since: int) -> list[dict]:
     """Requests with a body that reached the upstream after the first ``since`` log lines."""
     return [r for r in upstream.requests()[since:] if r.get("body_b64")]
@@ -375,7 +383,7 @@ def test_an_event_the_stream_never_finishes_is_not_passed_on(gateway, scripted_c
 
 def test_a_listing_replayed_on_a_get_stream_is_filtered_by_its_shape(gateway, scripted_connections, echo_only):
     conn = scripted_connections("replay")
-    wait_for(lambda: post(gateway, conn, echo_only, rpc("ping")).status_code != 404, timeout=3)
+    wait_until_known(gateway, conn, echo_only)
     response = httpx2.get(gateway.mcp_url(conn), timeout=10, headers={
         "Authorization": f"Bearer {echo_only}", "Accept": "text/event-stream", "Last-Event-ID": "40"})
     assert response.status_code == 200
@@ -395,7 +403,7 @@ def test_two_listings_in_a_batch_may_not_share_an_id(gateway, upstream, echo, ec
 
 def test_an_event_that_never_ends_is_cut_off_without_stalling_the_gateway(gateway, scripted_connections, echo_only):
     conn = scripted_connections("sse-endless-event:20")  # 20 MiB, past the 16 MiB an event may hold
-    wait_for(lambda: post(gateway, conn, echo_only, rpc("ping")).status_code != 404, timeout=3)
+    wait_until_known(gateway, conn, echo_only)
     pid = gateway.plane_pid("data plane")
     cpu_before = cpu_seconds(pid)
     slowest = []
