@@ -68,10 +68,16 @@ def test_a_batch_with_a_denied_call_is_refused_whole(gateway, upstream, connecti
     assert calls_to(upstream, "add") == before
 
 
-def test_unknown_methods_are_refused_not_forwarded(gateway, connection_id, echo_only_key):
+@pytest.mark.parametrize("version, status, code", [("2025-11-25", 200, -32003), ("2026-07-28", 404, -32601)])
+def test_unknown_methods_are_refused_not_forwarded(gateway, upstream, connection_id, echo_only_key, version, status,
+                                                   code):
+    """Refused in both generations, each answering as its version says (2026-07-28: Method not found)."""
     body = rpc("tools/secret_backdoor", {"name": "add"})
-    response = httpx2.post(gateway.mcp_url(connection_id), json=body, headers=mcp_headers(body, echo_only_key))
-    assert response.json()["error"]["code"] == -32003
+    headers = {**mcp_headers(body, echo_only_key), "MCP-Protocol-Version": version}
+    before = calls_to(upstream, "add")
+    response = httpx2.post(gateway.mcp_url(connection_id), json=body, headers=headers)
+    assert (response.status_code, response.json()["error"]["code"]) == (status, code)
+    assert calls_to(upstream, "add") == before
 
 
 def test_narrowed_key_gets_the_intersection_of_role_and_scope(gateway, connection_id):
