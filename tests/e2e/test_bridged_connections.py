@@ -111,7 +111,7 @@ def legacy_sse(gateway, api_key):
 async def test_a_python_stdio_server_works_through_the_gateway(gateway, python_stdio, api_key, mode):
     async with mcp_client(gateway.mcp_url(python_stdio), api_key, mode=mode) as client:
         names = sorted(t.name for t in (await client.list_tools()).tools)
-        assert names == ["add", "announce", "echo", "env", "header", "surroundings", "whoami"]
+        assert names == ["add", "announce", "echo", "env", "header", "say", "surroundings", "whoami"]
         assert (await client.call_tool("echo", {"text": "over stdio"})).content[0].text == "over stdio"
         assert (await client.call_tool("add", {"a": 2, "b": 40})).structured_content == {"result": 42}
         # The connection's env reaches the child (and only the child).
@@ -154,7 +154,7 @@ async def test_a_killed_stdio_child_is_restarted_and_the_next_call_works(gateway
         os.kill(first, signal.SIGKILL)
         # Straight away, on the same client session: a listing meets the dead child or waits
         # for its successor, and is answered either way.
-        assert len((await client.list_tools()).tools) == 7
+        assert len((await client.list_tools()).tools) == 8
         after = wait_ready(gateway, python_stdio, other_than_pid=first)
         assert int((await client.call_tool("whoami", {})).content[0].text) == after["pid"]
     assert after["restarts"] == before["restarts"] + 1 and after["last_error"] == "the process exited"
@@ -307,18 +307,18 @@ async def test_log_messages_of_a_stdio_server_reach_the_caller_at_its_level(gate
     assert "message" in str(messages[0].data).lower()  # "Info-level message", …
 
 
-async def test_a_client_that_chose_a_log_level_gets_nothing_below_it(gateway, everything, api_key):
+async def test_a_client_that_chose_a_log_level_gets_nothing_below_it(gateway, python_stdio, api_key):
     messages = []
 
     async def logged(params):
-        messages.append(params)
+        messages.append((params.level, params.data))
 
-    async with mcp_client(gateway.mcp_url(everything), api_key, mode="legacy", logging_callback=logged) as client:
-        await client.session.send_request(SetLevelRequest(params=SetLevelRequestParams(level="emergency")), EmptyResult)
-        for _ in range(6):  # each start logs one message of a random level
-            await client.call_tool("toggle-simulated-logging", {})
-            await client.call_tool("toggle-simulated-logging", {})
-    assert all(m.level == "emergency" for m in messages)
+    async with mcp_client(gateway.mcp_url(python_stdio), api_key, mode="legacy", logging_callback=logged) as client:
+        await client.call_tool("say", {"level": "info", "text": "before any choice"})
+        await client.session.send_request(SetLevelRequest(params=SetLevelRequestParams(level="warning")), EmptyResult)
+        await client.call_tool("say", {"level": "info", "text": "too quiet"})
+        await client.call_tool("say", {"level": "error", "text": "loud enough"})
+    assert messages == [("info", "before any choice"), ("error", "loud enough")]
 
 
 @pytest.mark.parametrize("mode", MODES)
