@@ -18,8 +18,7 @@ with the upstream between rounds (``RoundTrips``), found again by a ``requestSta
 ``RequestStateBoundary`` seals (encrypted under a key of this process, bound to the method, the
 tool and its arguments and the caller's API key, expiring with ``ROUND_TRIP_TTL``): only the
 caller that started a request can continue it, and each of its rounds passes the data plane's
-authorization like any request. Those clients get no list-changed
-notifications (``subscriptions/listen`` is not relayed): their capabilities say so.
+authorization like any request. They get list changes on a ``subscriptions/listen`` stream.
 """
 
 from __future__ import annotations
@@ -98,6 +97,7 @@ class MirrorServer(Server):
         self.add_request_handler("logging/setLevel", types.SetLevelRequestParams, self._set_level)
         self.add_request_handler("resources/subscribe", types.SubscribeRequestParams, self._subscribe)
         self.add_request_handler("resources/unsubscribe", types.UnsubscribeRequestParams, self._unsubscribe)
+        self.add_request_handler("subscriptions/listen", types.SubscriptionsListenRequestParams, relay.listen)
         security = RequestStateSecurity(keys=[os.urandom(32)], ttl=ROUND_TRIP_TTL, bind_principal=caller_of)
         self.middleware += [relay, RequestStateBoundary(security, default_audience=audience)]
         # 2026-07-28 calls carrying Mcp-Param-* headers are checked against the tool's schema;
@@ -121,11 +121,12 @@ class MirrorServer(Server):
         upstream = self.supervisor.initialized.capabilities if self.supervisor.initialized else None
         if upstream is None:
             return types.ServerCapabilities()
-        # Notifications outside a request reach 2025 sessions (their GET stream) only.
+        # List changes reach 2025 sessions on their GET stream, 2026-07-28 clients on a
+        # subscriptions/listen stream; resource updates only the former (see Relay.listen).
         legacy = protocol_version not in MODERN_PROTOCOL_VERSIONS
 
         def changes(capability) -> bool:
-            return legacy and bool(capability and capability.list_changed)
+            return bool(capability and capability.list_changed)
 
         resources = upstream.resources
         return types.ServerCapabilities(

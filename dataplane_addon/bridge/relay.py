@@ -38,6 +38,8 @@ from typing import Any
 import anyio
 import mcp_types as types
 from mcp.server.connection import Connection, allowed_log_levels
+from mcp.server.subscriptions import (InMemorySubscriptionBus, ListenHandler, PromptsListChanged, ResourcesListChanged,
+                                      ToolsListChanged)
 from mcp.server.validation import wants_sampling_tools
 from mcp.shared.exceptions import MCPError, NoBackChannelError
 from mcp.shared.message import ServerMessageMetadata
@@ -51,6 +53,9 @@ log = logging.getLogger("mesh.bridge")
 ROUND_TRIP_TTL = 600.0
 LOG_LEVELS: tuple[types.LoggingLevel, ...] = (
     "debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
+_CHANGE_EVENTS = {types.ToolListChangedNotification: ToolsListChanged,
+                  types.PromptListChangedNotification: PromptsListChanged,
+                  types.ResourceListChangedNotification: ResourcesListChanged}
 _LEVEL_KEY = "mesh.bridge.log_level"  # a 2025 client's logging/setLevel, in its Connection's state
 _SUBSCRIBED_KEY = "mesh.bridge.subscribed"  # the URIs a 2025 client subscribed to
 
@@ -214,6 +219,8 @@ class Relay:
     def __init__(self) -> None:
         self._interactive: list[Exchange] = []
         self._connections: dict[int, Connection] = {}  # 2025 clients, for list-changed and updates
+        self._changes = InMemorySubscriptionBus()  # 2026-07-28 clients' subscriptions/listen streams
+        self._listen = ListenHandler(self._changes)
 
     # -- the mirror server's side ---------------------------------------------------------------
 
@@ -238,6 +245,14 @@ class Relay:
                 self._connections[id(connection)] = connection
                 connection.exit_stack.callback(self._connections.pop, id(connection), None)
         return await call_next(ctx)
+
+    async def listen(self, ctx, params: types.SubscriptionsListenRequestParams) -> types.SubscriptionsListenResult:
+        """A 2026-07-28 client's stream of list-changed events. Resource URIs in its filter are
+        not honoured (the acknowledgement leaves them out): the data plane does not authorize
+        the URIs a listen request names, so updates about them could concern resources the
+        caller may not read."""
+        wanted = params.notifications.model_copy(update={"resource_subscriptions": None})
+        return await self._listen(ctx, params.model_copy(update={"notifications": wanted}))
 
     @staticmethod
     def set_level(ctx, level: types.LoggingLevel) -> None:
@@ -286,8 +301,8 @@ class Relay:
             await exchange.log(params)
 
     async def _notification(self, message) -> None:
-        if isinstance(message, (types.ToolListChangedNotification, types.PromptListChangedNotification,
-                                types.ResourceListChangedNotification)):
+        if isinstance(message, tuple(_CHANGE_EVENTS)):
+            await self._changes.publish(_CHANGE_EVENTS[type(message)]())
             targets = list(self._connections.values())
         elif isinstance(message, types.ResourceUpdatedNotification):
             targets = [c for c in self._connections.values() if message.params.uri in c.state.get(_SUBSCRIBED_KEY, ())]

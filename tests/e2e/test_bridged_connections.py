@@ -16,6 +16,7 @@ import anyio
 import httpx2
 import pytest
 from mcp import MCPError
+from mcp.shared.subscriptions import ToolsListChanged
 from mcp_types import (CreateMessageResult, ElicitResult, EmptyResult, InputRequiredResult, ResourceUpdatedNotification,
                        ListRootsResult, Root, SetLevelRequest, SetLevelRequestParams, TextContent,
                        ToolListChangedNotification)
@@ -426,10 +427,18 @@ async def test_list_changed_notifications_reach_every_client_with_a_stream(gatew
 
     url = gateway.mcp_url(python_stdio)
     async with mcp_client(url, api_key, mode="legacy", message_handler=recorder("watching")), \
-            mcp_client(url, api_key, mode="legacy", message_handler=recorder("announcing")) as announcing:
-        assert (await announcing.call_tool("announce", {})).content[0].text == "announced"
+            mcp_client(url, api_key, mode="legacy", message_handler=recorder("announcing")) as announcing, \
+            mcp_client(url, api_key) as modern:
+        assert modern.protocol_version == MODERN
+        async with modern.listen(tools_list_changed=True, resource_subscriptions=["mesh://motd"]) as listening:
+            # Resource URIs are not honoured on a listen stream (nothing authorizes them there).
+            assert listening.honored.tools_list_changed and not listening.honored.resource_subscriptions
+            assert (await announcing.call_tool("announce", {})).content[0].text == "announced"
+            with anyio.fail_after(5):
+                event = await anext(listening)
         await arrival(changes["watching"], 5)
         await arrival(changes["announcing"], 5)
+    assert isinstance(event, ToolsListChanged)
 
 
 async def test_roots_are_asked_of_the_caller(gateway, everything, api_key):
