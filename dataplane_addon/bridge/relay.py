@@ -29,6 +29,7 @@ This module does not forward requests (``mirror_server.py`` does) nor run the up
 
 from __future__ import annotations
 
+import itertools
 import logging
 import secrets
 from collections.abc import Iterator
@@ -144,6 +145,7 @@ class RoundTrips(Exchange):
         self.outcome: tuple[Any, BaseException | None] | None = None
         self._asks: dict[str, tuple[dict[str, Any], Any, anyio.Event, list]] = {}
         self._sent: set[str] = set()
+        self._numbers = itertools.count(1)  # for the keys naming what the upstream asked
         self._changed = anyio.Event()
 
     def _wake(self) -> None:
@@ -158,7 +160,7 @@ class RoundTrips(Exchange):
         request, result_type, needed = _ask_for(method, params)
         if not _supports(self.capabilities, needed):
             return _refusal(f"the client does not support {method}")
-        key = f"{method.replace('/', '-')}-{len(self._asks) + 1}"
+        key = f"{method.replace('/', '-')}-{next(self._numbers)}"
         answered, slot = anyio.Event(), []
         self._asks[key] = (request.model_dump(by_alias=True, mode="json", exclude_none=True), result_type,
                            answered, slot)
@@ -168,8 +170,9 @@ class RoundTrips(Exchange):
 
     def answer(self, responses: dict[str, Any] | None) -> None:
         """The caller's answers to what the last round asked (a missing one is refused)."""
+        responses = responses if isinstance(responses, dict) else {}
         for key in list(self._sent):
-            response = (responses or {}).get(key)
+            response = responses.get(key)
             result_type = self._asks[key][1]
             try:
                 self._settle(key, result_type.model_validate(response, by_name=False) if response is not None
