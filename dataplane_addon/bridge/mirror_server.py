@@ -11,7 +11,7 @@ share the one child.
 
 What is mirrored: tools, prompts, resources (list, templates, read, and subscriptions for 2025
 clients), completions and logging, as the upstream advertises them; and what the upstream sends
-back while it works (progress, log messages, sampling, elicitation and roots requests,
+back while it works (progress, log messages, sampling and elicitation requests,
 list-changed notifications, resource updates), each to the client it concerns (``relay.py``).
 A 2026-07-28 caller gets the upstream's requests as ``input_required`` results: its request stays
 with the upstream between rounds (``RoundTrips``), found again by a ``requestState`` the SDK's

@@ -1,7 +1,7 @@
 """What a bridged upstream says to clients, delivered only to the client it concerns: progress,
-log messages and server-to-client requests (sampling, elicitation, roots) to the caller whose
-request caused them; list-changed notifications to every client of the connection; resource
-updates to the clients that subscribed.
+log messages and server-to-client requests (sampling, elicitation) to the caller whose request
+caused them; list-changed notifications to every client of the connection; resource updates to
+the clients that subscribed.
 
 The upstream is one ``ClientSession`` shared by every client of the connection (one child per
 connection). Its wire says which request a progress notification is about (the bridge gives
@@ -15,6 +15,11 @@ usually reports that) and the log message is dropped, never sent to a client it 
 The alternative, an upstream child per client, would make this exact at the price of a process
 (tens of MB and a start-up of seconds for ``npx``) per client session and none for 2026-07-28
 clients, which have no sessions.
+
+Roots are not offered to the upstream (it is told the bridge's client has none): they describe
+one client, and servers ask for them once per session and keep them (``server-everything``
+does), so on a shared session one client's roots (its directories) would be shown to the next.
+They need a child per client, which the bridge does not start.
 
 How a server-to-client request reaches the caller depends on its generation: on a 2025 session
 it is sent on the caller's response stream (``LegacyExchange``) and the caller's answer comes
@@ -78,10 +83,8 @@ def _ask_for(method: str, params: Any) -> tuple[types.InputRequest, Any, types.C
                   else types.CreateMessageResult)
         return (types.CreateMessageRequest(params=params), result,
                 types.ClientCapabilities(sampling=types.SamplingCapability()))
-    if method == "elicitation/create":
-        return types.ElicitRequest(params=params), types.ElicitResult, types.ClientCapabilities(
-            elicitation=types.ElicitationCapability())
-    return types.ListRootsRequest(), types.ListRootsResult, types.ClientCapabilities(roots=types.RootsCapability())
+    return types.ElicitRequest(params=params), types.ElicitResult, types.ClientCapabilities(
+        elicitation=types.ElicitationCapability())
 
 
 def _refusal(text: str) -> types.ErrorData:
@@ -271,11 +274,10 @@ class Relay:
     # -- the upstream session's side --------------------------------------------------------------
 
     def client_callbacks(self) -> dict[str, Any]:
-        """Keyword arguments for the upstream ``ClientSession``: its server may ask for sampling,
-        elicitation and roots, and what it sends is delivered here."""
+        """Keyword arguments for the upstream ``ClientSession``: its server may ask for sampling
+        and elicitation (not roots: see the module docstring), and what it sends is delivered here."""
         return {"sampling_callback": self._sampling, "elicitation_callback": self._elicitation,
-                "list_roots_callback": self._roots, "logging_callback": self._logging,
-                "message_handler": self._notification}
+                "logging_callback": self._logging, "message_handler": self._notification}
 
     def _sole(self) -> Exchange | None:
         return self._interactive[0] if len(self._interactive) == 1 else None
@@ -294,9 +296,6 @@ class Relay:
 
     async def _elicitation(self, _context, params: types.ElicitRequestParams):
         return await self._ask("elicitation/create", params)
-
-    async def _roots(self, _context):
-        return await self._ask("roots/list", None)
 
     async def _logging(self, params: types.LoggingMessageNotificationParams) -> None:
         exchange = self._sole()

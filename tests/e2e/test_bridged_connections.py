@@ -441,10 +441,13 @@ async def test_list_changed_notifications_reach_every_client_with_a_stream(gatew
     assert isinstance(event, ToolsListChanged)
 
 
-async def test_roots_are_asked_of_the_caller(gateway, everything, api_key):
+async def test_roots_are_not_offered_to_a_shared_child(gateway, everything, api_key):
+    """A server keeps its session's roots (server-everything does): on the child all clients
+    share, one client's directories would be shown to the next, so the child is told there are
+    none and offers no roots tool."""
     async def roots(_context):
-        return ListRootsResult(roots=[Root(uri="file:///work/project", name="project")])
+        return ListRootsResult(roots=[Root(uri="file:///home/alice/secret-project", name="alice")])
 
-    async with mcp_client(gateway.mcp_url(everything), api_key, list_roots_callback=roots) as client:
-        result = await client.call_tool("get-roots-list", {})
-    assert "file:///work/project" in result.content[0].text
+    async with mcp_client(gateway.mcp_url(everything), api_key, mode="legacy", list_roots_callback=roots) as client:
+        names = {t.name for t in (await client.list_tools()).tools}
+    assert "trigger-sampling-request" in names and "get-roots-list" not in names
