@@ -16,7 +16,7 @@ The alternative, an upstream child per client, would make this exact at the pric
 (tens of MB and a start-up of seconds for ``npx``) per client session and none for 2026-07-28
 clients, which have no sessions.
 
-Roots are not offered to the upstream (it is told the bridge's client has none): they describe
+Roots are not offered to the upstream (it is told the client does not support them): they describe
 one client, and servers ask for them once per session and keep them (``server-everything``
 does), so on a shared session one client's roots (its directories) would be shown to the next.
 They need a child per client, which the bridge does not start.

@@ -443,8 +443,8 @@ async def test_list_changed_notifications_reach_every_client_with_a_stream(gatew
 
 async def test_roots_are_not_offered_to_a_shared_child(gateway, everything, api_key):
     """A server keeps its session's roots (server-everything does): on the child all clients
-    share, one client's directories would be shown to the next, so the child is told there are
-    none and offers no roots tool."""
+    share, one client's directories would be shown to the next, so the child is told the client
+    does not support roots and offers no roots tool."""
     async def roots(_context):
         return ListRootsResult(roots=[Root(uri="file:///home/alice/secret-project", name="alice")])
 
