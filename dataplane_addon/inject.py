@@ -28,6 +28,7 @@ from pathlib import Path
 
 from mitmproxy import ctx, http
 
+from dataplane_addon.bridge.address import CALLER_HEADER
 from dataplane_addon.call import rpc_answer, undecided_call
 from dataplane_addon.snapshot_store import Upstream
 from shared.credentials import header_for, open_delivered, upstream_origin
@@ -141,6 +142,8 @@ class CredentialInjector:
         request.path = upstream.path + ("?" + joined if joined else "")
         for name, value in (*headers, *upstream.gateway_headers):
             request.headers[name] = value
+        if upstream.internal:
+            request.headers[CALLER_HEADER] = call.principal.key_id
 
     def _report(self, upstream: Upstream, error: CredentialsUnavailable) -> None:
         # Once per connection per snapshot: a broken connection under load must not flood the log.

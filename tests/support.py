@@ -317,14 +317,15 @@ def call_tool_status(url: str, key: str, tool: str, arguments: dict | None = Non
 
 
 @asynccontextmanager
-async def mcp_client(url: str, key: str | None, mode: str = "auto"):
-    """The `mcp` SDK's own client, with the API key as a bearer token."""
+async def mcp_client(url: str, key: str | None, mode: str = "auto", **options):
+    """The `mcp` SDK's own client, with the API key as a bearer token; ``options`` are the
+    client's own (callbacks for sampling, elicitation, logging, messages)."""
     from mcp import Client
     from mcp.client.streamable_http import streamable_http_client
 
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     async with httpx2.AsyncClient(headers=headers, timeout=30) as http:
-        async with Client(streamable_http_client(url, http_client=http), mode=mode) as client:
+        async with Client(streamable_http_client(url, http_client=http), mode=mode, **options) as client:
             yield client
 
 

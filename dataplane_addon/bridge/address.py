@@ -18,6 +18,9 @@ from dataclasses import dataclass
 
 BRIDGED_TRANSPORTS = frozenset({"stdio", "sse"})
 TOKEN_HEADER = "X-Mesh-Bridge-Token"
+# The key the data plane authenticated for a call (it sets this, the caller cannot: only the
+# headers ``inject.FORWARDED_HEADERS`` names pass): what a 2026-07-28 round trip is bound to.
+CALLER_HEADER = "X-Mesh-Caller"
 TOKEN_ENV = "MESH_BRIDGE_TOKEN"
 PATH_PREFIX = "/bridge/"
 PATH_SUFFIX = "/mcp"

@@ -25,6 +25,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 from dataplane_addon.bridge.address import BRIDGED_TRANSPORTS
 from dataplane_addon.bridge.child_isolation import ChildIsolation
 from dataplane_addon.bridge.mirror_server import MirrorServer
+from dataplane_addon.bridge.relay import Relay
 from dataplane_addon.bridge.supervisor import UpstreamSupervisor
 from dataplane_addon.bridge.upstream_session import UpstreamSpec
 from dataplane_addon.snapshot_store import Prepared, SnapshotStore
@@ -54,6 +55,7 @@ class BridgedConnection:
         with self.scope:
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(self.supervisor.run)
+                tasks.start_soon(self.server.run)
                 async with self.sessions.run():
                     await anyio.sleep_forever()
 
@@ -102,8 +104,10 @@ class BridgedConnections:
                 self._start(cid, org_id, spec)
 
     def _start(self, connection_id: str, org_id: str, spec: UpstreamSpec) -> None:
-        supervisor = UpstreamSupervisor(connection_id, spec, self._isolation, self._rules)
-        server = MirrorServer(supervisor)
+        relay = Relay()
+        supervisor = UpstreamSupervisor(connection_id, spec, self._isolation, self._rules,
+                                        callbacks=relay.client_callbacks())
+        server = MirrorServer(supervisor, relay, audience=connection_id)
         sessions = StreamableHTTPSessionManager(app=server, security_settings=_BEHIND_THE_DATA_PLANE)
         connection = BridgedConnection(connection_id, org_id, spec, supervisor, server, sessions)
         self._by_id[connection_id] = connection

@@ -18,6 +18,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
 import mcp_types as types
@@ -75,8 +76,10 @@ def describe_failure(error: BaseException) -> str:
 
 class UpstreamSupervisor:
     def __init__(self, connection_id: str, spec: UpstreamSpec, isolation: ChildIsolation,
-                 rules: AddressRules | None = None, backoff: Backoff | None = None) -> None:
+                 rules: AddressRules | None = None, backoff: Backoff | None = None,
+                 callbacks: dict[str, Any] | None = None) -> None:
         self.connection_id = connection_id
+        self.callbacks = callbacks or {}  # what the upstream sends goes there (relay.Relay.client_callbacks)
         self.spec = spec
         self.isolation = isolation
         self.rules = rules or AddressRules()  # where an sse server may be
@@ -141,7 +144,7 @@ class UpstreamSupervisor:
             self.state, self.retry_at = "starting", None
             up_since: float | None = None
             try:
-                async with open_upstream(self.spec, self.pid_file, self.isolation, self.rules) as upstream:
+                async with open_upstream(self.spec, self.pid_file, self.isolation, self.rules, self.callbacks) as upstream:
                     up_since = time.monotonic()
                     self._became_ready(upstream)
                     self.last_error = await self._watch(upstream)

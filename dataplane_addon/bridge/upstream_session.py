@@ -20,6 +20,7 @@ from contextlib import ExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import anyio
 import mcp_types as types
@@ -160,8 +161,9 @@ def _read_pid(pid_file: Path) -> int | None:
 
 @asynccontextmanager
 async def open_upstream(spec: UpstreamSpec, pid_file: Path, isolation: ChildIsolation,
-                        rules: AddressRules) -> AsyncIterator[OpenUpstream]:
-    """Start (stdio) or connect to (sse) the upstream and complete ``initialize``; on exit the
+                        rules: AddressRules, callbacks: dict[str, Any] | None = None) -> AsyncIterator[OpenUpstream]:
+    """Start (stdio) or connect to (sse) the upstream and complete ``initialize``, with
+    ``callbacks`` (``relay.Relay.client_callbacks``) receiving what it sends; on exit the
     child's whole process group is stopped (the SDK closes stdin, then SIGTERM, then SIGKILL),
     then its working directory removed. An sse server is reached only where ``rules`` allow
     (checked at every connect, as the data plane checks its upstreams)."""
@@ -176,16 +178,20 @@ async def open_upstream(spec: UpstreamSpec, pid_file: Path, isolation: ChildIsol
                                    httpx_client_factory=functools.partial(guarded_client, rules, spec.private_ok))
         else:
             raise ValueError(f"transport {spec.transport!r} is not bridged")
-        async with _initialized(spec, transport, pid_file) as upstream:
+        async with _initialized(spec, transport, pid_file, callbacks or {}) as upstream:
             yield upstream
 
 
 @asynccontextmanager
-async def _initialized(spec: UpstreamSpec, transport, pid_file: Path) -> AsyncIterator[OpenUpstream]:
-    """A client session over ``transport``, once the upstream has answered ``initialize``."""
+async def _initialized(spec: UpstreamSpec, transport, pid_file: Path,
+                       callbacks: dict[str, Any]) -> AsyncIterator[OpenUpstream]:
+    """A client session over ``transport``, once the upstream has answered ``initialize``.
+
+    An upstream that logs is asked for every level: it has one level for all the clients
+    sharing it, so each client's own choice is applied by the bridge (``relay.py``)."""
     async with transport as (read_stream, write_stream):
         watched = WatchedReadStream(read_stream)
-        async with ClientSession(watched, write_stream, client_info=CLIENT_INFO) as session:
+        async with ClientSession(watched, write_stream, client_info=CLIENT_INFO, **callbacks) as session:
             try:
                 with anyio.fail_after(START_TIMEOUT):
                     initialized = await session.initialize()
@@ -195,5 +201,9 @@ async def _initialized(spec: UpstreamSpec, transport, pid_file: Path) -> AsyncIt
                 what = "the process exited" if spec.transport == "stdio" else "the SSE stream closed"
                 # The child's own complaint (command not found, a crash) is on the bridge's stderr.
                 raise UpstreamStartFailed(f"{what} before answering initialize") from None
+            if initialized.capabilities.logging:
+                with anyio.fail_after(START_TIMEOUT):
+                    await session.send_request(types.SetLevelRequest(
+                        params=types.SetLevelRequestParams(level="debug")), types.EmptyResult)
             pid = _read_pid(pid_file) if spec.transport == "stdio" else None
             yield OpenUpstream(session, initialized, watched.ended, pid)

@@ -110,12 +110,15 @@ def test_restart_pauses_double_up_to_thirty_seconds_and_reset_after_a_healthy_mi
 
 
 def test_the_upstream_gets_the_callers_params_without_the_2026_envelope():
-    params = {"name": "echo", "arguments": {"text": "x", "none": None}, "_meta": {
-        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-        "io.modelcontextprotocol/clientInfo": {"name": "c", "version": "1"},
-        "progressToken": 7}}
+    # The caller's progress token and round-trip fields are the bridge's to answer (the upstream
+    # gets a progress token of the bridge's own, unique on the shared session).
+    params = {"name": "echo", "arguments": {"text": "x", "none": None}, "requestState": "sealed",
+              "inputResponses": {"k": {}}, "_meta": {
+                  "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                  "io.modelcontextprotocol/clientInfo": {"name": "c", "version": "1"},
+                  "progressToken": 7, "trace": "t-1"}}
     assert upstream_params(params) == {"name": "echo", "arguments": {"text": "x", "none": None},
-                                       "_meta": {"progressToken": 7}}
+                                       "_meta": {"trace": "t-1"}}
     assert upstream_params({"_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}}) is None
     assert upstream_params(None) is None
 

@@ -12,14 +12,20 @@ import subprocess
 import sys
 import time
 
+import anyio
 import httpx2
 import pytest
 from mcp import MCPError
+from mcp.shared.subscriptions import ToolsListChanged
+from mcp_types import (CreateMessageResult, ElicitResult, EmptyResult, InputRequiredResult, ResourceUpdatedNotification,
+                       ListRootsResult, Root, SetLevelRequest, SetLevelRequestParams, TextContent,
+                       ToolListChangedNotification)
 
 from dataplane_addon.bridge.supervisor import process_alive
 from tests.conftest import unavailable
 from tests.support import (
     MESH,
+    MODERN,
     ROOT,
     STDIO_SERVER,
     Gateway,
@@ -106,7 +112,7 @@ def legacy_sse(gateway, api_key):
 async def test_a_python_stdio_server_works_through_the_gateway(gateway, python_stdio, api_key, mode):
     async with mcp_client(gateway.mcp_url(python_stdio), api_key, mode=mode) as client:
         names = sorted(t.name for t in (await client.list_tools()).tools)
-        assert names == ["add", "echo", "env", "header", "surroundings", "whoami"]
+        assert names == ["add", "announce", "echo", "env", "header", "say", "surroundings", "whoami"]
         assert (await client.call_tool("echo", {"text": "over stdio"})).content[0].text == "over stdio"
         assert (await client.call_tool("add", {"a": 2, "b": 40})).structured_content == {"result": 42}
         # The connection's env reaches the child (and only the child).
@@ -149,7 +155,7 @@ async def test_a_killed_stdio_child_is_restarted_and_the_next_call_works(gateway
         os.kill(first, signal.SIGKILL)
         # Straight away, on the same client session: a listing meets the dead child or waits
         # for its successor, and is answered either way.
-        assert len((await client.list_tools()).tools) == 6
+        assert len((await client.list_tools()).tools) == 8
         after = wait_ready(gateway, python_stdio, other_than_pid=first)
         assert int((await client.call_tool("whoami", {})).content[0].text) == after["pid"]
     assert after["restarts"] == before["restarts"] + 1 and after["last_error"] == "the process exited"
@@ -244,3 +250,204 @@ def test_stopping_mesh_up_stops_every_stdio_child(tmp_path, redis_url):
     finally:
         assert own.stop() == 0
     assert not process_alive(pid), "a stdio child outlived the gateway"
+
+
+# -- what a stdio server says back while it works, relayed to the client it concerns ------------
+
+async def arrival(received: list, timeout: float) -> None:
+    """Wait, serving the client meanwhile, until something is in ``received``."""
+    with anyio.fail_after(timeout):
+        while not received:
+            await anyio.sleep(0.05)
+
+
+def sampler(answer: str):
+    """A sampling callback that answers ``answer`` and records what it was asked."""
+    asked = []
+
+    async def sample(_context, params):
+        asked.append(params.messages[0].content.text)
+        return CreateMessageResult(role="assistant", content=TextContent(type="text", text=answer), model="test-llm")
+
+    sample.asked = asked
+    return sample
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_progress_of_a_stdio_tool_reaches_its_caller(gateway, everything, api_key, mode):
+    seen = []
+
+    async def progress(value, total, _message):
+        seen.append((value, total))
+
+    async with mcp_client(gateway.mcp_url(everything), api_key, mode=mode) as client:
+        result = await client.call_tool("trigger-long-running-operation", {"duration": 0.6, "steps": 3},
+                                        progress_callback=progress)
+    assert "completed" in result.content[0].text
+    assert seen == [(1, 3), (2, 3), (3, 3)]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_log_messages_of_a_stdio_server_reach_the_caller_at_its_level(gateway, everything, api_key, mode):
+    messages = []
+
+    async def logged(params):
+        messages.append(params)
+
+    async with mcp_client(gateway.mcp_url(everything), api_key, mode=mode, logging_callback=logged,
+                          log_level="debug") as client:
+        if mode == "legacy":
+            await client.session.send_request(SetLevelRequest(params=SetLevelRequestParams(level="debug")),
+                                              EmptyResult)
+        try:
+            started = await client.call_tool("toggle-simulated-logging", {})
+            assert not started.is_error
+            await arrival(messages, 5)
+        finally:
+            await client.call_tool("toggle-simulated-logging", {})  # off again: the child is shared
+    assert "message" in str(messages[0].data).lower()  # "Info-level message", …
+
+
+async def test_a_client_that_chose_a_log_level_gets_nothing_below_it(gateway, python_stdio, api_key):
+    messages = []
+
+    async def logged(params):
+        messages.append((params.level, params.data))
+
+    async with mcp_client(gateway.mcp_url(python_stdio), api_key, mode="legacy", logging_callback=logged) as client:
+        await client.call_tool("say", {"level": "info", "text": "before any choice"})
+        await client.session.send_request(SetLevelRequest(params=SetLevelRequestParams(level="warning")), EmptyResult)
+        await client.call_tool("say", {"level": "info", "text": "too quiet"})
+        await client.call_tool("say", {"level": "error", "text": "loud enough"})
+    assert messages == [("info", "before any choice"), ("error", "loud enough")]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_sampling_by_a_stdio_server_is_answered_by_the_caller(gateway, everything, api_key, mode):
+    sample = sampler("forty-two")
+    async with mcp_client(gateway.mcp_url(everything), api_key, mode=mode, sampling_callback=sample) as client:
+        assert (client.protocol_version == MODERN) == (mode == "auto")  # as input_required results, or not
+        result = await client.call_tool("trigger-sampling-request", {"prompt": "the answer?", "maxTokens": 5})
+    assert not result.is_error
+    assert sample.asked == ["Resource trigger-sampling-request context: the answer?"]
+    assert "forty-two" in result.content[0].text and "test-llm" in result.content[0].text
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_elicitation_by_a_stdio_server_is_answered_by_the_caller(gateway, everything, api_key, mode):
+    async def elicit(_context, params):
+        assert "name" in params.requested_schema["properties"]
+        return ElicitResult(action="accept", content={"name": "Ada Lovelace", "check": True})
+
+    async with mcp_client(gateway.mcp_url(everything), api_key, mode=mode, elicitation_callback=elicit) as client:
+        assert (client.protocol_version == MODERN) == (mode == "auto")
+        result = await client.call_tool("trigger-elicitation-request", {})
+    assert not result.is_error
+    assert "Ada Lovelace" in json.dumps([c.model_dump() for c in result.content])
+
+
+async def test_a_client_without_sampling_gets_an_error_and_no_request(gateway, everything, api_key):
+    async with mcp_client(gateway.mcp_url(everything), api_key, mode="legacy") as client:
+        result = await client.call_tool("trigger-sampling-request", {"prompt": "x", "maxTokens": 5})
+    assert result.is_error
+
+
+async def test_sampling_is_never_sent_to_a_client_it_may_not_concern(gateway, everything, api_key):
+    """Two interactive calls in flight on the shared child: whose sampling request is it? The
+    gateway cannot tell, so neither client is asked and the sampling tool reports an error."""
+    bystander = sampler("not mine")
+    requester = sampler("mine")
+    url = gateway.mcp_url(everything)
+    async with mcp_client(url, api_key, mode="legacy", sampling_callback=bystander) as slow, \
+            mcp_client(url, api_key, mode="legacy", sampling_callback=requester) as asking:
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(slow.call_tool, "trigger-long-running-operation", {"duration": 2, "steps": 1})
+            await anyio.sleep(0.5)
+            result = await asking.call_tool("trigger-sampling-request", {"prompt": "x", "maxTokens": 5})
+    assert result.is_error
+    assert bystander.asked == [] and requester.asked == []
+
+
+@pytest.mark.filterwarnings("ignore:resources/(un)?subscribe is removed")  # still 2025's way, which the test uses
+async def test_resource_updates_reach_the_clients_that_subscribed(gateway, everything, api_key):
+    updates = []
+
+    async def handle(message):
+        if isinstance(message, ResourceUpdatedNotification):
+            updates.append(message.params.uri)
+
+    url = gateway.mcp_url(everything)
+    async with mcp_client(url, api_key, mode="legacy", message_handler=handle) as client, \
+            mcp_client(url, api_key, mode="legacy") as other:
+        uri = (await client.list_resources()).resources[0].uri
+        await client.subscribe_resource(uri)
+        await other.subscribe_resource(uri)
+        await other.unsubscribe_resource(uri)  # the first subscriber keeps the upstream subscribed
+        await client.call_tool("toggle-subscriber-updates", {})
+        try:
+            await arrival(updates, 12)
+        finally:
+            await client.call_tool("toggle-subscriber-updates", {})
+    assert updates[0] == uri
+
+
+async def test_a_round_trip_is_continued_only_by_the_key_that_started_it(gateway, everything, api_key):
+    """A 2026-07-28 sampling request comes back as an input_required result; its requestState is
+    refused to another key (even one allowed the same tool), and its caller can finish it."""
+    other_key = gateway.create_key("bridge-tests-other")
+    url = gateway.mcp_url(everything)
+    arguments = {"prompt": "whose?", "maxTokens": 5}
+    async with mcp_client(url, api_key, sampling_callback=sampler("mine")) as owner, \
+            mcp_client(url, other_key, sampling_callback=sampler("stolen")) as thief:
+        assert owner.protocol_version == MODERN and thief.protocol_version == MODERN
+        first = await owner.session.call_tool("trigger-sampling-request", arguments, allow_input_required=True)
+        assert isinstance(first, InputRequiredResult)
+        (key, asked), = first.input_requests.items()
+        assert asked.method == "sampling/createMessage"
+        answer = {key: CreateMessageResult(role="assistant", content=TextContent(type="text", text="stolen"),
+                                           model="test-llm")}
+        with pytest.raises(MCPError) as refused:
+            await thief.session.call_tool("trigger-sampling-request", arguments, input_responses=answer,
+                                          request_state=first.request_state)
+        assert refused.value.error.code == -32602
+        answer[key].content.text = "mine"
+        done = await owner.session.call_tool("trigger-sampling-request", arguments, input_responses=answer,
+                                             request_state=first.request_state)
+    assert "mine" in done.content[0].text and "stolen" not in done.content[0].text
+
+
+async def test_list_changed_notifications_reach_every_client_with_a_stream(gateway, python_stdio, api_key):
+    changes = {"watching": [], "announcing": []}
+
+    def recorder(name: str):
+        async def handle(message):
+            if isinstance(message, ToolListChangedNotification):
+                changes[name].append(message)
+        return handle
+
+    url = gateway.mcp_url(python_stdio)
+    async with mcp_client(url, api_key, mode="legacy", message_handler=recorder("watching")), \
+            mcp_client(url, api_key, mode="legacy", message_handler=recorder("announcing")) as announcing, \
+            mcp_client(url, api_key) as modern:
+        assert modern.protocol_version == MODERN
+        async with modern.listen(tools_list_changed=True, resource_subscriptions=["mesh://motd"]) as listening:
+            # Resource URIs are not honoured on a listen stream (nothing authorizes them there).
+            assert listening.honored.tools_list_changed and not listening.honored.resource_subscriptions
+            assert (await announcing.call_tool("announce", {})).content[0].text == "announced"
+            with anyio.fail_after(5):
+                event = await anext(listening)
+        await arrival(changes["watching"], 5)
+        await arrival(changes["announcing"], 5)
+    assert isinstance(event, ToolsListChanged)
+
+
+async def test_roots_are_not_offered_to_a_shared_child(gateway, everything, api_key):
+    """A server keeps its session's roots (server-everything does): on the child all clients
+    share, one client's directories would be shown to the next, so the child is told the client
+    does not support roots and offers no roots tool."""
+    async def roots(_context):
+        return ListRootsResult(roots=[Root(uri="file:///home/alice/secret-project", name="alice")])
+
+    async with mcp_client(gateway.mcp_url(everything), api_key, mode="legacy", list_roots_callback=roots) as client:
+        names = {t.name for t in (await client.list_tools()).tools}
+    assert "trigger-sampling-request" in names and "get-roots-list" not in names

@@ -3,7 +3,8 @@
 Run as ``python tests/upstreams/stdio_server.py`` (``tests.support.STDIO_SERVER``: a bridged
 child works in an empty directory, where ``-m tests…`` would not import) or ``python -m
 tests.upstreams.stdio_server``; it speaks JSON-RPC on stdin/stdout, like the servers people start
-with ``uvx …``. Tools ``echo``, ``add``, ``whoami`` (its own pid, so a test
+with ``uvx …``. Tools ``echo``, ``add``, ``announce`` (sends ``notifications/tools/list_changed``,
+as a server that just added a tool does), ``say`` (a log message at a given level), ``whoami`` (its own pid, so a test
 can tell a restarted process from the first one), ``env`` (the value of one environment
 variable, so a test can check what the bridge passed in), ``header`` (one header of the HTTP
 request that carried the call; always empty on stdio) and ``surroundings`` (its user, groups,
@@ -35,6 +36,18 @@ def build() -> MCPServer:
     def add(a: int, b: int) -> int:
         """Add two integers."""
         return a + b
+
+    @server.tool()
+    async def announce(ctx: Context) -> str:
+        """Tell the client that the list of tools changed."""
+        await ctx.session.send_tool_list_changed()
+        return "announced"
+
+    @server.tool()
+    async def say(level: str, text: str, ctx: Context) -> str:
+        """Send ``text`` to the client as a log message at ``level``."""
+        await ctx.log(level, text)
+        return "said"
 
     @server.tool()
     def whoami() -> int:
