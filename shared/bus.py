@@ -10,6 +10,9 @@ installations or test runs can share one Redis):
 - ``<p>:changes``    pub/sub channel; each message is ``{"org_id": "…", "version": N}``
 - ``<p>:key_last_used`` hash  key_id -> unix seconds of its latest use seen by a data plane
                      (written at most once a minute per key by each data plane)
+- ``<p>:dataplanes:<instance>`` hash  what one live data plane or bridge process reports: the
+                     snapshot version it installed per org and the snapshots it refused
+                     (``shared.dataplane_report``); expires unless refreshed, so only live ones stay
 
 Nothing read from Redis is trusted by itself: a snapshot is used only once its MAC verifies under
 a key derived from the data-plane key, which Redis never holds; a change message only makes the
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 
 DEFAULT_PREFIX = "mesh"
@@ -53,6 +57,14 @@ class BusKeys:
     @property
     def key_last_used(self) -> str:
         return f"{self.prefix}:key_last_used"
+
+    def instance_report(self, instance: str) -> str:
+        return f"{self.prefix}:dataplanes:{instance}"
+
+    @property
+    def instance_reports(self) -> str:
+        """The ``SCAN`` pattern matching every ``instance_report`` key (the prefix taken literally)."""
+        return re.sub(r"([\\*?\[\]])", r"\\\1", self.prefix) + ":dataplanes:*"
 
 
 @dataclass(frozen=True, slots=True)
