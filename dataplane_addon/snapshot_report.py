@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from dataplane_addon.snapshot_store import SnapshotFollower
-from shared.bus import BusKeys
+from shared.bus import REPORT_SCRIPT, BusKeys
 from shared.dataplane_report import REPORT_EVERY, REPORT_TTL, Identity, InstanceReport
 
 log = logging.getLogger(__name__)
@@ -68,11 +68,12 @@ class SnapshotReporter:
         self.follower.changed.clear()  # before reading: a change from now on makes another report
         state = (dict(self.follower.store.versions), dict(self.follower.refusals))
         now = time.time()
+        write = client.register_script(REPORT_SCRIPT)
         try:
-            if state != self._written or not await self._refresh(client, key, now):
-                report = InstanceReport(self.identity, now, *state)
-                async with client.pipeline(transaction=True) as pipe:
-                    await pipe.delete(key).hset(key, mapping=report.fields()).expire(key, REPORT_TTL).execute()
+            refresh = [REPORT_TTL, "refresh", "reported_at", repr(now)]
+            if state != self._written or not await write(keys=[key], args=refresh):
+                fields = InstanceReport(self.identity, now, *state).fields()
+                await write(keys=[key], args=[REPORT_TTL, "whole", *(x for item in fields.items() for x in item)])
                 self._written = state
         except (RedisError, OSError) as exc:
             self._written = None
@@ -84,10 +85,3 @@ class SnapshotReporter:
         if self._failing:
             log.info("reporting the installed snapshots to Redis again")
             self._failing = False
-
-    @staticmethod
-    async def _refresh(client: aioredis.Redis, key: str, now: float) -> bool:
-        """Refresh the time and expiry of a report already there; False if it is not (it expired)."""
-        async with client.pipeline(transaction=True) as pipe:
-            exists, *_ = await pipe.exists(key).hset(key, "reported_at", repr(now)).expire(key, REPORT_TTL).execute()
-        return bool(exists)

@@ -1,5 +1,5 @@
-"""Everything that crosses Redis between the planes: key names, the change message, and the
-one script that publishes a snapshot. Both planes name Redis keys only through this module.
+"""Everything that crosses Redis between the planes: key names, the change message, the
+script that publishes a snapshot and the one that writes a data plane's report. Both planes name Redis keys only through this module.
 
 Keys (``<p>`` is the prefix, ``mesh`` unless ``MESH_REDIS_PREFIX`` says otherwise, so several
 installations or test runs can share one Redis):
@@ -95,5 +95,22 @@ end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('PUBLISH', KEYS[3], ARGV[4])
+return 1
+"""
+
+
+# KEYS: the process's report hash (``BusKeys.instance_report``). ARGV: its time to live in
+# seconds, "refresh" (only the report's time, if the report is still there) or "whole", then
+# field, value pairs (``shared.dataplane_report``). One script rather than MULTI, which the
+# documented ACL (README, Redis) does not grant. Returns 1 when written, 0 when there was nothing
+# to refresh (it expired: write it whole).
+REPORT_SCRIPT = """
+if ARGV[2] == 'refresh' then
+  if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+else
+  redis.call('DEL', KEYS[1])
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
 return 1
 """
