@@ -6,28 +6,20 @@ refused, with the reason, while it keeps serving the version it had."""
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import pytest
 import redis
 
 from shared.bus import BusKeys, ChangeMessage
-from tests.support import MESH, ROOT, call_tool_status, free_port, mcp_client, port_open, wait_for
+from tests.support import MESH, ROOT, call_tool_status, mcp_client, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 
 
 @pytest.fixture(scope="module")
 def second_data_plane(gateway):
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "dataplane_addon", "--port", str(port), "--control-plane",
-                             f"127.0.0.1:{gateway.control_plane_port}", "--redis-url", gateway.redis_url,
-                             "--redis-prefix", gateway.prefix,
-                             "--dataplane-key-file", str(gateway.dataplane_key_file)], cwd=ROOT)
-    wait_for(lambda: port_open(port), what="the second data plane")
-    yield proc.pid, f"http://127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(10)
+    with gateway.another_data_plane() as plane:
+        yield plane
 
 
 @pytest.fixture(scope="module")
