@@ -84,10 +84,20 @@ def _text(value) -> str:
     return "".join(c for c in value if c.isprintable())[:_TEXT_LIMIT]
 
 
-def _number(value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError("not a number")
-    return float(value)
+def _org_id(value) -> str:
+    if _text(value) != value:
+        raise ValueError("not an org id")
+    return value
+
+
+def _seconds(value) -> float:
+    """Unix seconds (a number, or its text in the hash's own field)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError("not a time")
+    seconds = float(value)
+    if not 0 <= seconds < 1e11:  # also refuses NaN and infinities, which no clock gives
+        raise ValueError("not a time")
+    return seconds
 
 
 def read_report(raw: dict[bytes, bytes]) -> InstanceReport:
@@ -98,17 +108,17 @@ def read_report(raw: dict[bytes, bytes]) -> InstanceReport:
         kind = ident["kind"]
         if kind not in KINDS or isinstance(ident["pid"], bool) or not isinstance(ident["pid"], int):
             raise ValueError("not a report's identity")
-        identity = Identity(kind, _text(ident["host"]), ident["pid"], _number(ident["started_at"]))
+        identity = Identity(kind, _text(ident["host"]), ident["pid"], _seconds(ident["started_at"]))
         versions = json.loads(doc["versions"])
         if not isinstance(versions, dict) or not all(
-                isinstance(v, int) and not isinstance(v, bool) for v in versions.values()):
+                _org_id(k) and isinstance(v, int) and not isinstance(v, bool) for k, v in versions.items()):
             raise ValueError("versions are not org -> version")
         refused = {}
         for org_id, entry in json.loads(doc["refused"]).items():
             reason = entry["reason"]
             if reason not in REASONS:
                 raise ValueError("an unknown reason")
-            refused[org_id] = Refusal(reason, _text(entry["message"]), _number(entry["at"]))
-        return InstanceReport(identity, float(doc["reported_at"]), versions, refused)
-    except (KeyError, TypeError, AttributeError, UnicodeDecodeError) as error:
+            refused[_org_id(org_id)] = Refusal(reason, _text(entry["message"]), _seconds(entry["at"]))
+        return InstanceReport(identity, _seconds(doc["reported_at"]), versions, refused)
+    except (KeyError, TypeError, AttributeError, UnicodeDecodeError, RecursionError) as error:
         raise ValueError(f"not a report ({type(error).__name__})") from None

@@ -66,14 +66,12 @@ def gateway_status(org: Organization | None = None, *, actor: Actor) -> list[Ins
             for key in report_keys:
                 pipe.hgetall(key)
             raw_reports = pipe.execute()
-        if org is None:
-            published = {k.decode(): int(v) for k, v in client.hgetall(keys.versions).items()}
-        else:
-            version = client.hget(keys.versions, org.id)
-            published = {org.id: int(version)} if version is not None else {}
+        stored = client.hgetall(keys.versions) if org is None else {org.id.encode(): client.hget(keys.versions, org.id)}
     except redis.RedisError as error:
         raise Unavailable(f"Redis does not answer ({type(error).__name__}), so the data planes' reports "
                           "cannot be read") from None
+    # Written by the control plane's publishing script; anything else there is not shown as a version.
+    published = {k.decode(errors="replace"): int(v) for k, v in stored.items() if v is not None and v.isdigit()}
     reports = []
     for raw in raw_reports:
         try:
