@@ -46,4 +46,6 @@ def status_text(instances: list[InstanceStatus]) -> str:
         for refused in row["refused"]:
             lines.append(f"  {_org(refused):<48} REFUSED ({refused['reason']}) at {refused['at']}: "
                          f"{refused['message']}")
+        if row["refused_more"]:
+            lines.append(f"  and {row['refused_more']} more refused snapshots (the latest are shown)")
     return "\n".join(lines)

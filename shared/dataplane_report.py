@@ -10,7 +10,9 @@ One Redis hash per process, ``<p>:dataplanes:<instance>`` (``instance`` is ``kin
 - ``versions``     JSON ``{org_id: version installed}``
 - ``refused``      JSON ``{org_id: {"reason": one of shared.snapshot_mac.REASONS, "message": …,
                    "at": unix s}}``: the org's stored snapshot that this process refused (it keeps
-                   serving the version in ``versions``); gone once the org's stored snapshot verifies
+                   serving the version in ``versions``); gone once the org's stored snapshot verifies.
+                   The latest ``MOST_REFUSALS`` only: whoever writes to Redis can make any number
+- ``refused_more`` how many refusals were left out of ``refused``
 
 The hash expires ``REPORT_TTL`` seconds after the last report, so a process that stopped (or
 lost Redis) disappears by itself. A report is for display only: whoever can write to Redis can
@@ -34,6 +36,7 @@ KINDS = ("dataplane", "bridge")
 REPORT_EVERY = 5.0  # seconds between reports when nothing changes
 REPORT_TTL = 15  # seconds a report outlives its process: three missed reports
 _TEXT_LIMIT = 300  # characters kept of a host name or a refusal's message
+MOST_REFUSALS = 100  # refusals a report carries (the latest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,16 +68,18 @@ class InstanceReport:
     reported_at: float
     versions: dict[str, int] = field(default_factory=dict)
     refused: dict[str, Refusal] = field(default_factory=dict)
+    refused_more: int = 0  # refusals left out of ``refused``
 
     def fields(self) -> dict[str, str]:
-        """The hash's fields, as written."""
+        """The hash's fields, as written (the latest ``MOST_REFUSALS`` refusals)."""
         i = self.identity
+        latest = sorted(self.refused.items(), key=lambda item: item[1].at, reverse=True)[:MOST_REFUSALS]
         return {
             "identity": json.dumps({"kind": i.kind, "host": i.host, "pid": i.pid, "started_at": i.started_at}),
             "reported_at": repr(self.reported_at),
             "versions": json.dumps(self.versions),
-            "refused": json.dumps({org: {"reason": r.reason, "message": r.message, "at": r.at}
-                                   for org, r in self.refused.items()}),
+            "refused": json.dumps({org: {"reason": r.reason, "message": r.message, "at": r.at} for org, r in latest}),
+            "refused_more": str(self.refused_more + len(self.refused) - len(latest)),
         }
 
 
@@ -119,6 +124,9 @@ def read_report(raw: dict[bytes, bytes]) -> InstanceReport:
             if reason not in REASONS:
                 raise ValueError("an unknown reason")
             refused[_org_id(org_id)] = Refusal(reason, _text(entry["message"]), _seconds(entry["at"]))
-        return InstanceReport(identity, _seconds(doc["reported_at"]), versions, refused)
+        more = int(doc["refused_more"])
+        if len(refused) > MOST_REFUSALS or more < 0:
+            raise ValueError("not a report's refusals")
+        return InstanceReport(identity, _seconds(doc["reported_at"]), versions, refused, more)
     except (KeyError, TypeError, AttributeError, UnicodeDecodeError, RecursionError) as error:
         raise ValueError(f"not a report ({type(error).__name__})") from None

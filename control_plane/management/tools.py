@@ -504,6 +504,7 @@ class InstanceOut(Result):
     orgs: list[OrgVersionOut]
     refused: list[RefusedOut] = Field(description="Snapshots in Redis this process refused; it keeps serving "
                                                   "the installed version.")
+    refused_more: int = Field(description="Refusals of other orgs beyond those listed (0 in an org's view).")
 
 
 class GatewayStatusOut(Result):

@@ -49,7 +49,8 @@ class InstanceStatus:
     started_at: datetime
     reported_at: datetime
     orgs: list[OrgVersion]
-    refused: list[RefusedSnapshot]
+    refused: list[RefusedSnapshot]  # the latest (shared.dataplane_report.MOST_REFUSALS)
+    refused_more: int  # refusals of other orgs beyond those (the operator's view only)
 
 
 def gateway_status(org: Organization | None = None, *, actor: Actor) -> list[InstanceStatus]:
@@ -101,4 +102,4 @@ def _instance(report: InstanceReport, published: dict[str, int], wanted: set[str
                for org_id, r in sorted(report.refused.items()) if wanted is None or org_id in wanted]
     i = report.identity
     return InstanceStatus(i.instance, i.kind, i.host, i.pid, _time(i.started_at), _time(report.reported_at),
-                          orgs, refused)
+                          orgs, refused, report.refused_more if wanted is None else 0)
