@@ -87,6 +87,23 @@ def migrate(settings: Settings) -> None:
     click.echo("database is up to date")
 
 
+@main.command()
+@click.option("--org", "org_ref", help="Only this org's versions and refusals (id or slug); default: every org.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def status(settings: Settings, org_ref, as_json) -> None:
+    """Every live data plane and bridge: when it last reported, per org the snapshot version it
+    installed against the one published, and the snapshots it refused, with the reason."""
+    from control_plane.services.actors import OPERATOR
+    from control_plane.services.dataplane_status import gateway_status
+    from control_plane.services.orgs import find_org
+    from control_plane.status_view import status_out, status_text
+
+    with _services(settings):
+        instances = gateway_status(find_org(org_ref) if org_ref else None, actor=OPERATOR)
+        _emit(as_json, status_out(instances), status_text(instances))
+
+
 @main.group()
 def orgs() -> None:
     """Organizations."""

@@ -22,6 +22,7 @@ from dataplane_addon.record import LocalEndpoints, Recorder
 from dataplane_addon.request_body import RequestBodyGuard
 from dataplane_addon.resolve import ConnectionResolver
 from dataplane_addon.routing import Router
+from dataplane_addon.snapshot_report import SnapshotReporter
 from dataplane_addon.snapshot_store import SnapshotFollower, SnapshotStore
 from dataplane_addon.sessions import SessionBinding
 from dataplane_addon.stream import EventStreamInspector
@@ -170,6 +171,7 @@ def build_chain(store: SnapshotStore | None = None) -> AddonChain:
     follower = SnapshotFollower(store, lambda: injector.keyring)  # snapshots are authenticated under that key
     return AddonChain([
         follower,
+        SnapshotReporter(follower, "dataplane"),
         ProtocolErrors(),
         Router(),
         LocalEndpoints(store, follower, registry),

@@ -13,8 +13,10 @@ Redis never removes anything: only a tombstone snapshot does.
 Nothing from Redis is used before its MAC verifies under the data-plane key
 (``shared.snapshot_mac``): a snapshot that is unsigned, altered, signed under another key, copied
 from another org's field, or unreadable is refused whole, and the org keeps the snapshot it had.
-Each refused value is logged once (an error naming the org, never the content) and counted
-(``rejected``, shown by the data plane's ``/health`` and ``/metrics``). A change message only
+Each refused value is logged once (an error naming the org, never the content), counted
+(``rejected``, shown by the data plane's ``/health`` and ``/metrics``) and kept per org with its
+reason (``refusals``, reported to the control plane by ``snapshot_report``) until the org's
+stored snapshot verifies again. A change message only
 makes the follower fetch and check the org's snapshot; a malformed one is dropped. Without a
 data-plane key the follower refuses everything, and says so when it starts.
 
@@ -29,6 +31,7 @@ import asyncio
 import hashlib
 import logging
 import os
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
@@ -45,6 +48,7 @@ from dataplane_addon.bridge.address import (
     parse_bridge_address,
 )
 from shared.bus import BusKeys, ChangeMessage
+from shared.dataplane_report import Refusal
 from shared.envelope import EnvelopeError, Keyring, SealedRecord, parse_record
 from shared.policy import Policy, PolicyError
 from shared.snapshot import Snapshot
@@ -219,6 +223,8 @@ class SnapshotFollower:
         self.connected = False
         self.rejected: Counter[str] = Counter()  # refused snapshots by reason (shared.snapshot_mac.REASONS)
         self._refused: dict[str, bytes] = {}  # org id -> digest of the stored value last refused
+        self.refusals: dict[str, Refusal] = {}  # org id -> why its stored snapshot is refused
+        self.changed = asyncio.Event()  # set when an org's installed version or refusal changes
         self._dropped_messages = 0
         self._task: asyncio.Task | None = None
 
@@ -276,7 +282,13 @@ class SnapshotFollower:
         if isinstance(prepared, SnapshotRejected):
             self._refuse(org_id, raw, prepared)
             return False
-        return prepared is not None and self.store.install(prepared)
+        if raw is not None and self.refusals.pop(org_id, None) is not None:
+            self._refused.pop(org_id, None)  # what Redis holds for the org verifies again
+            self.changed.set()
+        installed = prepared is not None and self.store.install(prepared)
+        if installed:
+            self.changed.set()
+        return installed
 
     def _refuse(self, org_id: str, raw: bytes, rejection: SnapshotRejected) -> None:
         """Nothing of the snapshot is used: the org keeps what it had. Reported once per stored
@@ -286,6 +298,8 @@ class SnapshotFollower:
             return
         self._refused[org_id] = digest
         self.rejected[rejection.reason] += 1
+        self.refusals[org_id] = Refusal(rejection.reason, str(rejection), time.time())
+        self.changed.set()
         held = self.store.versions.get(org_id)
         log.error("refused the snapshot of org %r in Redis: %s; %s", org_id[:100], rejection,
                   f"still serving its version {held}" if held else "the org stays unknown here")

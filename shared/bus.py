@@ -1,5 +1,5 @@
-"""Everything that crosses Redis between the planes: key names, the change message, and the
-one script that publishes a snapshot. Both planes name Redis keys only through this module.
+"""Everything that crosses Redis between the planes: key names, the change message, the
+script that publishes a snapshot and the one that writes a data plane's report. Both planes name Redis keys only through this module.
 
 Keys (``<p>`` is the prefix, ``mesh`` unless ``MESH_REDIS_PREFIX`` says otherwise, so several
 installations or test runs can share one Redis):
@@ -10,6 +10,9 @@ installations or test runs can share one Redis):
 - ``<p>:changes``    pub/sub channel; each message is ``{"org_id": "…", "version": N}``
 - ``<p>:key_last_used`` hash  key_id -> unix seconds of its latest use seen by a data plane
                      (written at most once a minute per key by each data plane)
+- ``<p>:dataplanes:<instance>`` hash  what one live data plane or bridge process reports: the
+                     snapshot version it installed per org and the snapshots it refused
+                     (``shared.dataplane_report``); expires unless refreshed, so only live ones stay
 
 Nothing read from Redis is trusted by itself: a snapshot is used only once its MAC verifies under
 a key derived from the data-plane key, which Redis never holds; a change message only makes the
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 
 DEFAULT_PREFIX = "mesh"
@@ -53,6 +57,14 @@ class BusKeys:
     @property
     def key_last_used(self) -> str:
         return f"{self.prefix}:key_last_used"
+
+    def instance_report(self, instance: str) -> str:
+        return f"{self.prefix}:dataplanes:{instance}"
+
+    @property
+    def instance_reports(self) -> str:
+        """The ``SCAN`` pattern matching every ``instance_report`` key (the prefix taken literally)."""
+        return re.sub(r"([\\*?\[\]])", r"\\\1", self.prefix) + ":dataplanes:*"
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,5 +95,22 @@ end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('PUBLISH', KEYS[3], ARGV[4])
+return 1
+"""
+
+
+# KEYS: the process's report hash (``BusKeys.instance_report``). ARGV: its time to live in
+# seconds, "refresh" (only the report's time, if the report is still there) or "whole", then
+# field, value pairs (``shared.dataplane_report``). One script rather than MULTI, which the
+# documented ACL (README, Redis) does not grant. Returns 1 when written, 0 when there was nothing
+# to refresh (it expired: write it whole).
+REPORT_SCRIPT = """
+if ARGV[2] == 'refresh' then
+  if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+else
+  redis.call('DEL', KEYS[1])
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
 return 1
 """

@@ -68,6 +68,7 @@ MANAGE_PERMISSIONS = (
     "connections.write",    # create, change, delete, test connections
     "keys.manage",          # list and revoke other members' API keys
     "audit.read",           # read the audit trail
+    "gateway.read",         # see the data planes' installed snapshot versions and refusals for the org
 )
 
 FULL_ACCESS = {kind: {ANY: [ANY]} for kind in KINDS}

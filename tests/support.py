@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import httpx2
@@ -262,6 +262,22 @@ class Gateway:
                  and f"--port\0{port}\0" in proc_cmdline(pid)]
         assert len(found) == 1, f"expected one {plane} process, found {found}"
         return found[0]
+
+    @contextmanager
+    def another_data_plane(self):
+        """A second data plane process of this gateway (same control plane, Redis, prefix and
+        data-plane key), as an operator scaling out starts one. Yields (its pid, its base URL)."""
+        port = free_port()
+        proc = subprocess.Popen([sys.executable, "-m", "dataplane_addon", "--port", str(port), "--control-plane",
+                                 f"127.0.0.1:{self.control_plane_port}", "--redis-url", self.redis_url,
+                                 "--redis-prefix", self.prefix, "--dataplane-key-file", str(self.dataplane_key_file)],
+                                cwd=ROOT)
+        try:
+            wait_for(lambda: port_open(port), what="the second data plane")
+            yield proc.pid, f"http://127.0.0.1:{port}"
+        finally:
+            proc.terminate()
+            proc.wait(10)
 
     def move_connection(self, connection_id: str, url: str) -> None:
         """What a name whose DNS answer changes looks like to the gateway: the URL checked when the

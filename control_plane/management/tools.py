@@ -20,10 +20,11 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from control_plane.models import Organization, User, db, utcnow
-from control_plane.services import api_keys, connections, orgs, roles
+from control_plane.services import api_keys, connections, dataplane_status, orgs, roles
 from control_plane.services.actors import Actor, KeyBinding, member_actor
 from control_plane.services.errors import NotFound
 from control_plane.services.secrets import credential_fields, masks_of
+from control_plane.status_view import status_out
 from shared.credentials import mask_url
 from shared.policy import Policy, PolicyError, scope_layers
 
@@ -476,6 +477,45 @@ def api_key_revoke(caller: Caller, a: KeyRef) -> dict:
     return key_out(api_keys.revoke_api_key(org, a.key_id, actor=actor))
 
 
+class OrgVersionOut(Result):
+    org_id: str
+    org_slug: str | None
+    installed: int | None = Field(description="The snapshot version this process serves; null: none.")
+    published: int | None = Field(description="The version the control plane published; null: none.")
+    lag: int | None = Field(description="How many versions behind the published one (0: up to date).")
+
+
+class RefusedOut(Result):
+    org_id: str
+    org_slug: str | None
+    reason: str = Field(description="no_key, unauthenticated, unreadable or wrong_org.")
+    message: str
+    at: str
+
+
+class InstanceOut(Result):
+    instance: str = Field(description="kind@host:pid")
+    kind: Literal["dataplane", "bridge"]
+    host: str
+    pid: int
+    started_at: str
+    reported_at: str
+    seconds_since_report: float
+    orgs: list[OrgVersionOut]
+    refused: list[RefusedOut] = Field(description="Snapshots in Redis this process refused; it keeps serving "
+                                                  "the installed version.")
+    refused_more: int = Field(description="Refusals of other orgs beyond those listed (0 in an org's view).")
+
+
+class GatewayStatusOut(Result):
+    instances: list[InstanceOut]
+
+
+def gateway_status(caller: Caller, a: InOrg) -> dict:
+    org, actor = caller.org(a.org_id)
+    return status_out(dataplane_status.gateway_status(org, actor=actor))
+
+
 # -- the registry ---------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -531,4 +571,7 @@ TOOLS: dict[str, ToolSpec] = {t.name: t for t in (
     ToolSpec("API_KEY_LIST", "Your API keys (all keys, with keys.manage).", InOrg, KeyList, api_key_list, None),
     ToolSpec("API_KEY_REVOKE", "Revoke an API key (yours, or any with keys.manage).", KeyRef, KeyOut, api_key_revoke,
              None),
+    ToolSpec("GATEWAY_STATUS", "Every live data plane and bridge: when it last reported, the org's snapshot "
+             "version it serves against the published one, and any snapshot of the org it refused, with the "
+             "reason.", InOrg, GatewayStatusOut, gateway_status, "gateway.read"),
 )}

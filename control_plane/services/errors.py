@@ -19,3 +19,7 @@ class InvalidInput(ServiceError):
 
 class Forbidden(ServiceError):
     """The actor is in the org but lacks a permission; the message names it."""
+
+
+class Unavailable(ServiceError):
+    """Something the service needs (Redis) does not answer; the message says which."""

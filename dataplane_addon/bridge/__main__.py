@@ -1,8 +1,9 @@
 """``python -m dataplane_addon.bridge``: the bridge as its own process, on 127.0.0.1 only.
 
 It follows the snapshots in Redis like the data plane does (refusing any whose MAC does not
-verify under the data-plane key: nothing written straight into Redis is ever run), runs every
-stdio and sse connection under supervision and serves each at ``/bridge/<connection id>/mcp``.
+verify under the data-plane key: nothing written straight into Redis is ever run) and reports
+what it installed and refused (``snapshot_report``, for ``mesh status``); it runs every stdio and
+sse connection under supervision and serves each at ``/bridge/<connection id>/mcp``.
 ``MESH_BRIDGE_TOKEN`` (in the environment) must be set: requests without it are refused. The
 Redis URL comes from ``--redis-url`` or else ``REDIS_URL`` (the environment is the place for one
 carrying a password: a command line is visible to every local user). ``MESH_STDIO_USER`` runs the stdio children as
@@ -31,6 +32,7 @@ from dataplane_addon.bridge.bridged_connections import BridgedConnections, Route
 from dataplane_addon.bridge.child_isolation import STDIO_USER_ENV, ChildIsolation, ChildUser, StdioUserError, \
     resolve_stdio_user
 from dataplane_addon.bridge.http_app import BridgeApp
+from dataplane_addon.snapshot_report import SnapshotReporter
 from dataplane_addon.snapshot_store import SnapshotFollower
 from shared.bus import BusKeys
 from shared.upstream_addresses import AddressRules
@@ -78,7 +80,9 @@ async def serve(args: argparse.Namespace, token: str, stdio_user: ChildUser | No
             keyring = load_dataplane_keyring(args.dataplane_key_file)
             connections = BridgedConnections(tasks, isolation, keyring, args.rules)
             follower = SnapshotFollower(RouteReportingStore(connections), lambda: keyring)  # checks each MAC
-            tasks.start_soon(follower.follow, args.redis_url, BusKeys(args.redis_prefix))
+            keys = BusKeys(args.redis_prefix)
+            tasks.start_soon(follower.follow, args.redis_url, keys)
+            tasks.start_soon(SnapshotReporter(follower, "bridge").run, args.redis_url, keys)
             config = uvicorn.Config(BridgeApp(connections, token), host=LISTEN_HOST, port=args.port,
                                     log_level="warning", lifespan="off", timeout_graceful_shutdown=GRACEFUL_SECONDS)
             http = _HttpServer(config)

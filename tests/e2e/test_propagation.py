@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.support import ROOT, call_tool_status, free_port, port_open, wait_for
+from tests.support import ROOT, call_tool_status, wait_for
 
 pytestmark = pytest.mark.e2e
 WITHIN = 1.0
@@ -18,15 +18,8 @@ WITHIN = 1.0
 
 @pytest.fixture(scope="module")
 def second_data_plane(gateway):
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "dataplane_addon", "--port", str(port), "--control-plane",
-                             f"127.0.0.1:{gateway.control_plane_port}", "--redis-url", gateway.redis_url,
-                             "--redis-prefix", gateway.prefix,
-                             "--dataplane-key-file", str(gateway.dataplane_key_file)], cwd=ROOT)
-    wait_for(lambda: port_open(port), what="the second data plane")
-    yield f"http://127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(10)
+    with gateway.another_data_plane() as (_pid, base):
+        yield base
 
 
 @pytest.fixture(scope="module")

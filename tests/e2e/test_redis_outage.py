@@ -95,6 +95,11 @@ def test_calls_keep_working_while_redis_stops_and_starts(tmp_path, private_redis
 
         wait_for(lambda: later_call() == 200, timeout=5, what="a connection added after the restart")
         assert call() == 200
+        # Their reports (lost with the old Redis) are back, whole: `mesh status` shows both, in step.
+        org = gateway.published(next(o["id"] for o in gateway.mesh("orgs", "list")))
+        wait_for(lambda: sorted((i["kind"], i["orgs"][0]["installed"]) for i in gateway.mesh("status")["instances"])
+                 == [("bridge", org.version), ("dataplane", org.version)], timeout=10,
+                 what="the data plane and the bridge to report again")
     finally:
         assert gateway.stop() == 0
         upstream.stop()

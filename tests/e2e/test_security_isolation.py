@@ -434,6 +434,9 @@ async def test_a_gateway_on_an_acl_user_of_redis_works_end_to_end(tmp_path, redi
         # The data plane notes the key's use in Redis; the control plane reads it back.
         wait_for(lambda: next(k for k in gateway.mesh("keys", "list") if k["name"] == "acl")["last_used_at"],
                  timeout=15, interval=0.5, what="the key's last use to reach the listing")
+        # The data plane and the bridge report what they installed; `mesh status` reads it back.
+        wait_for(lambda: sorted(i["kind"] for i in gateway.mesh("status")["instances"]) == ["bridge", "dataplane"],
+                 timeout=15, interval=0.5, what="the data plane's and the bridge's reports")
 
         admin = redis.Redis.from_url(redis_url)
         try:
