@@ -27,6 +27,7 @@ from mitmproxy import ctx, http
 from mitmproxy.utils import human
 
 from dataplane_addon.call import CALL, LOCAL, connection_handler, rpc_answer
+from dataplane_addon.plane_options import parse_seconds
 from shared.jsonrpc import INVALID_REQUEST
 
 log = logging.getLogger(__name__)
@@ -103,7 +104,7 @@ class RequestBodyGuard:
     def load(self, loader) -> None:
         loader.add_option("mesh_max_request_body", str, "4m",
                           "Largest request body accepted (e.g. 4m, 512k); larger ones get 413.")
-        loader.add_option("mesh_body_read_timeout", float, 30.0,
+        loader.add_option("mesh_body_read_timeout", str, "30",
                           "Seconds a client may take to send a request body; then its connection is closed.")
 
     def configure(self, updated) -> None:
@@ -115,9 +116,10 @@ class RequestBodyGuard:
             except ValueError as exc:
                 raise OptionsError(f"mesh_max_request_body: {exc}") from None
         if "mesh_body_read_timeout" in updated:
-            if ctx.options.mesh_body_read_timeout <= 0:
-                raise OptionsError("mesh_body_read_timeout must be positive")
-            self.read_timeout = ctx.options.mesh_body_read_timeout
+            try:
+                self.read_timeout = parse_seconds("mesh_body_read_timeout", ctx.options.mesh_body_read_timeout)
+            except ValueError as exc:
+                raise OptionsError(str(exc)) from None
 
     def running(self) -> None:
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())

@@ -256,10 +256,10 @@ class Gateway:
 
     def plane_pid(self, plane: str) -> int:
         """The pid of this gateway's ``"data plane"`` or ``"bridge"`` process, found in /proc."""
-        module, port = {"data plane": ("dataplane_addon", self.port),
-                        "bridge": ("dataplane_addon.bridge", self.bridge_port)}[plane]
+        module, option = {"data plane": ("dataplane_addon", f"listen_port={self.port}"),
+                          "bridge": ("dataplane_addon.bridge", f"mesh_bridge=127.0.0.1:{self.bridge_port}")}[plane]
         found = [pid for pid in all_pids() if f"-m\0{module}\0" in proc_cmdline(pid)
-                 and f"--port\0{port}\0" in proc_cmdline(pid)]
+                 and f"--set\0{option}\0" in proc_cmdline(pid)]
         assert len(found) == 1, f"expected one {plane} process, found {found}"
         return found[0]
 

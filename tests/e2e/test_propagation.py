@@ -4,6 +4,7 @@ within a second: two data plane processes on one Redis, changed through the `mes
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -19,10 +20,11 @@ WITHIN = 1.0
 @pytest.fixture(scope="module")
 def second_data_plane(gateway):
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "dataplane_addon", "--port", str(port), "--control-plane",
-                             f"127.0.0.1:{gateway.control_plane_port}", "--redis-url", gateway.redis_url,
-                             "--redis-prefix", gateway.prefix,
-                             "--dataplane-key-file", str(gateway.dataplane_key_file)], cwd=ROOT)
+    proc = subprocess.Popen([sys.executable, "-m", "dataplane_addon", "--set", f"listen_port={port}",
+                             "--set", f"mesh_control_plane=127.0.0.1:{gateway.control_plane_port}",
+                             "--set", f"mesh_redis_prefix={gateway.prefix}",
+                             "--set", f"mesh_dataplane_key_file={gateway.dataplane_key_file}"],
+                            env={**os.environ, "REDIS_URL": gateway.redis_url}, cwd=ROOT)
     wait_for(lambda: port_open(port), what="the second data plane")
     yield f"http://127.0.0.1:{port}"
     proc.terminate()
