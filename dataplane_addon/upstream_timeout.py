@@ -14,12 +14,15 @@ from dataplane_addon.call import CALL, close_upstream, undecided_call
 from dataplane_addon.plane_options import parse_seconds
 
 
+DEFAULT_TIMEOUT = "60"
+
+
 class UpstreamTimeout:
     def __init__(self) -> None:
-        self.seconds = 60.0
+        self.seconds = parse_seconds("mesh_upstream_timeout", DEFAULT_TIMEOUT)  # until configured
 
     def load(self, loader) -> None:
-        loader.add_option("mesh_upstream_timeout", str, "60",
+        loader.add_option("mesh_upstream_timeout", str, DEFAULT_TIMEOUT,
                           "Seconds an upstream may take to start answering an MCP call; then 504.")
 
     def configure(self, updated) -> None:
