@@ -64,6 +64,9 @@ def configure(master: Master, argv) -> argparse.Namespace:
     Raises ``OptionsError`` for an unknown option or a value an addon refuses."""
     opts = master.options
     args = make_parser(opts).parse_args(argv)
+    if any(spec.partition("=")[0] == "mode" for spec in args.setoptions):
+        raise exceptions.OptionsError(f"mode: {PROG} is a reverse proxy in front of mesh_control_plane; for another "
+                                      "mode run mitmdump -s dataplane_addon/mitmdump_script.py")
     opts.update(**ENTRY_POINT_DEFAULTS)
     opts.set(*args.setoptions)
     opts.update(**{name: getattr(args, name) for name in ("listen_host", "listen_port")

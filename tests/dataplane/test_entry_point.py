@@ -94,6 +94,13 @@ def test_an_unknown_option_is_a_clear_error():
     assert "Traceback" not in result.stderr
 
 
+def test_the_mode_is_the_entry_points_own():
+    result = run_data_plane("--set", "mode=regular")
+    assert result.returncode == 1
+    assert "mode: python -m dataplane_addon is a reverse proxy in front of mesh_control_plane" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_a_value_an_addon_refuses_is_a_clear_error():
     result = run_data_plane("--set", "mesh_upstream_timeout=soon")
     assert result.returncode == 1
