@@ -121,10 +121,12 @@ class Gateway:
         """``count`` more data plane processes sharing one new port with SO_REUSEPORT."""
         port = free_port()
         children = [
-            self.group.python(f"dataplane-reuseport-{n}", "dataplane_addon", "--reuse-port", "--port", str(port),
-                              "--control-plane", f"127.0.0.1:{self.control_plane_port}",
-                              "--redis-url", self.redis_url, "--redis-prefix", self.prefix,
-                              "--dataplane-key-file", str(self.settings.dataplane_key_file))
+            self.group.python(f"dataplane-reuseport-{n}", "dataplane_addon", "--reuse-port",
+                              "--set", f"listen_port={port}",
+                              "--set", f"mesh_control_plane=127.0.0.1:{self.control_plane_port}",
+                              "--set", f"mesh_redis_prefix={self.prefix}",
+                              "--set", f"mesh_dataplane_key_file={self.settings.dataplane_key_file}",
+                              env={"REDIS_URL": self.redis_url})
             for n in range(count)
         ]
         for child in children:

@@ -15,9 +15,10 @@ Each child gets only the settings it needs, built here rather than inherited:
 - the control plane: this process's environment and every setting (it holds the database and
   the master key);
 - the data plane and the bridge: what a process needs to run (``PROCESS_BASICS``), the Redis
-  URL, the bridge token and ``MESH_DATAPLANE_KEY`` if set, and on their command lines the paths
-  of their own key files only (``dataplane.key``; ``session.key`` for the data plane); the
-  bridge also ``MESH_STDIO_USER``. Never ``DATABASE_URL``, ``ENCRYPTION_KEY*`` or the data dir;
+  URL, the bridge token and ``MESH_DATAPLANE_KEY`` if set, and on their command lines their
+  options (``--set name=value``, from ``settings.PLANE_OPTIONS``), of the data dir only the paths
+  of their own key files (``dataplane.key``; ``session.key`` for the data plane); the bridge also
+  ``MESH_STDIO_USER``. Never ``DATABASE_URL``, ``ENCRYPTION_KEY*`` or the data dir;
 - redis-server: ``PROCESS_BASICS`` and its configuration on stdin.
 Secrets never go on a command line (every local user can read those in ``ps``): the Redis URL,
 which may carry a password, travels in ``REDIS_URL``.
@@ -40,7 +41,7 @@ import redis
 import sqlalchemy as sa
 
 from control_plane import local_redis
-from control_plane.settings import Settings
+from control_plane.settings import BRIDGE, DATA_PLANE, Settings
 
 log = logging.getLogger("mesh")
 
@@ -144,21 +145,17 @@ class GatewayRunner:
             "--worker-class", "uvicorn_worker.UvicornWorker", "--log-level", "warning", "--graceful-timeout", "5",
             "control_plane.asgi:create_asgi_app()",
         ], {**os.environ, **s.child_env()})
-        key_file = [] if s.dataplane_key else ["--dataplane-key-file", str(s.dataplane_key_file)]
-        self._spawn("bridge", [
-            sys.executable, "-m", "dataplane_addon.bridge", "--port", str(s.bridge_port),
-            "--redis-prefix", s.redis_prefix, *key_file, "--allow-private-upstreams", s.allow_private_upstreams,
-            "--gateway-ports", ",".join(str(p) for p in sorted(s.address_rules().own_ports)),
-        ], {**self._plane_env(), **({"MESH_STDIO_USER": s.stdio_user} if s.stdio_user else {})})
-        self._spawn("data plane", [
-            sys.executable, "-m", "dataplane_addon", "--listen-host", s.listen_host, "--port", str(s.port),
-            "--control-plane", f"127.0.0.1:{s.control_plane_port}", "--bridge", f"127.0.0.1:{s.bridge_port}",
-            "--redis-prefix", s.redis_prefix, "--body-size-limit", s.max_request_body,
-            "--upstream-timeout", str(s.upstream_timeout), "--body-read-timeout", str(s.body_read_timeout),
-            "--session-secret-file", str(self._session_secret()),
-            "--allow-private-upstreams", s.allow_private_upstreams, "--metrics-listen", s.metrics_listen,
-            *key_file,
-        ], {**self._plane_env(), **({"MESH_METRICS_TOKEN": s.metrics_token} if s.metrics_token else {})})
+        self._spawn("bridge", self.plane_argv(BRIDGE),
+                    {**self._plane_env(), **({"MESH_STDIO_USER": s.stdio_user} if s.stdio_user else {})})
+        self._spawn("data plane", self.plane_argv(DATA_PLANE),
+                    {**self._plane_env(), **({"MESH_METRICS_TOKEN": s.metrics_token} if s.metrics_token else {})})
+
+    def plane_argv(self, plane: str) -> list[str]:
+        """The command line of the data plane or the bridge: its options from ``PLANE_OPTIONS``."""
+        if plane == DATA_PLANE:
+            self._ensure_session_key()
+        module = {DATA_PLANE: "dataplane_addon", BRIDGE: "dataplane_addon.bridge"}[plane]
+        return [sys.executable, "-m", module, *self.settings.plane_command_line(plane)]
 
     def _write_bridge_token(self) -> None:
         """This run's bridge token, readable by the data dir's owner only, for ``/health``."""
@@ -168,14 +165,13 @@ class GatewayRunner:
         with os.fdopen(fd, "w") as handle:
             handle.write(self._bridge_token + "\n")
 
-    def _session_secret(self):
+    def _ensure_session_key(self) -> None:
         """The secret binding MCP sessions to callers; kept, so sessions survive a restart."""
-        path = self.settings.data_dir / "session.key"
+        path = self.settings.session_key_file
         if not path.exists():
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as handle:
                 handle.write(secrets.token_hex(32))
-        return path
 
     def stop(self) -> None:
         self._stopping = True

@@ -11,7 +11,8 @@
 - ``PORT``           the gateway's single front door (default 3000)
 - ``HOST``           the address it listens on (default 127.0.0.1; 0.0.0.0 in containers)
 - ``CONTROL_PLANE_PORT`` the Flask app's internal port on 127.0.0.1 (default PORT + 1)
-- ``MESH_MAX_REQUEST_BODY`` largest MCP request body (default ``4m``); larger get 413
+- ``MESH_MAX_REQUEST_BODY`` largest MCP request body (the data plane's default: ``4m``); larger
+                     get 413
 - ``MESH_UPSTREAM_TIMEOUT`` seconds an upstream may take to start answering (default 60); then 504
 - ``MESH_BODY_READ_TIMEOUT`` seconds a client may take to send a request body (default 30); then
                      its connection is closed
@@ -32,6 +33,11 @@
 
 The key values and the URLs (which may carry passwords) are kept out of ``repr`` so a logged
 ``Settings`` never shows them.
+
+The settings of the data plane and the bridge reach them as options on their command lines
+(``--set name=value``), through one table, ``PLANE_OPTIONS``. Each option's default is written
+once, where the addon declares it; a setting left unset here is not passed, so that default
+applies.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from control_plane import local_redis
+from shared.bus import DEFAULT_PREFIX
 from shared.upstream_addresses import AddressRules
 
 
@@ -71,9 +78,10 @@ class Settings:
     port: int
     control_plane_port: int
     listen_host: str = "127.0.0.1"
-    max_request_body: str = "4m"
-    upstream_timeout: float = 60.0
-    body_read_timeout: float = 30.0
+    # None: not set, the data plane's own default applies (its options are declared there).
+    max_request_body: str | None = None
+    upstream_timeout: str | None = None
+    body_read_timeout: str | None = None
     encryption_key: str | None = field(default=None, repr=False)
     encryption_key_previous: str | None = field(default=None, repr=False)
     dataplane_key: str | None = field(default=None, repr=False)
@@ -91,13 +99,49 @@ class Settings:
     metrics_listen: str = ""
     stdio_user: str | None = None
 
-    def address_rules(self) -> AddressRules:
-        """Where upstream calls may go (``shared.upstream_addresses``): never to the gateway's own
-        ports. Raises ``ValueError`` for a bad ``MESH_ALLOW_PRIVATE_UPSTREAMS``."""
+    @property
+    def session_key_file(self) -> Path:
+        return self.data_dir / "session.key"
+
+    @property
+    def dataplane_key_path(self) -> Path | None:
+        """The key file the planes are pointed at: none when ``MESH_DATAPLANE_KEY`` gives the key."""
+        return None if self.dataplane_key else self.dataplane_key_file
+
+    @property
+    def control_plane_address(self) -> str:
+        return f"127.0.0.1:{self.control_plane_port}"
+
+    @property
+    def bridge_address(self) -> str:
+        return f"127.0.0.1:{self.bridge_port}"
+
+    @property
+    def own_ports(self) -> set[int]:
+        """Every port the gateway listens on."""
         own = {self.port, self.control_plane_port, self.bridge_port}
         if self.metrics_listen:
             own.add(int(self.metrics_listen.rpartition(":")[2] or 0))
-        return AddressRules.from_settings(self.allow_private_upstreams, own)
+        return own
+
+    @property
+    def gateway_ports(self) -> str:
+        return ",".join(str(port) for port in sorted(self.own_ports))
+
+    def address_rules(self) -> AddressRules:
+        """Where upstream calls may go (``shared.upstream_addresses``): never to the gateway's own
+        ports. Raises ``ValueError`` for a bad ``MESH_ALLOW_PRIVATE_UPSTREAMS``."""
+        return AddressRules.from_settings(self.allow_private_upstreams, self.own_ports)
+
+    def plane_command_line(self, plane: str) -> list[str]:
+        """``--set option=value`` for each of ``plane``'s options that this gateway sets
+        (``PLANE_OPTIONS``)."""
+        line = []
+        for option, attribute, planes in PLANE_OPTIONS:
+            value = getattr(self, attribute)
+            if plane in planes and value not in (None, ""):
+                line += ["--set", f"{option}={value}"]
+        return line
 
     def child_env(self) -> dict[str, str]:
         """The environment that makes a child process see exactly these settings."""
@@ -109,10 +153,10 @@ class Settings:
             "PORT": str(self.port),
             "CONTROL_PLANE_PORT": str(self.control_plane_port),
             "HOST": self.listen_host,
-            "MESH_MAX_REQUEST_BODY": self.max_request_body,
-            "MESH_UPSTREAM_TIMEOUT": str(self.upstream_timeout),
-            "MESH_BODY_READ_TIMEOUT": str(self.body_read_timeout),
             **{name: value for name, value in (
+                ("MESH_MAX_REQUEST_BODY", self.max_request_body),
+                ("MESH_UPSTREAM_TIMEOUT", self.upstream_timeout),
+                ("MESH_BODY_READ_TIMEOUT", self.body_read_timeout),
                 ("ENCRYPTION_KEY", self.encryption_key),
                 ("ENCRYPTION_KEY_PREVIOUS", self.encryption_key_previous),
                 ("MESH_DATAPLANE_KEY", self.dataplane_key),
@@ -134,13 +178,13 @@ class Settings:
             database_url=normalize_database_url(database_url),
             redis_url=env.get("REDIS_URL") or local_redis.url(directory, _local_redis_password(directory)),
             redis_url_configured=bool(env.get("REDIS_URL")),
-            redis_prefix=env.get("MESH_REDIS_PREFIX") or "mesh",
+            redis_prefix=env.get("MESH_REDIS_PREFIX") or DEFAULT_PREFIX,
             port=port,
             control_plane_port=int(env.get("CONTROL_PLANE_PORT") or port + 1),
             listen_host=env.get("HOST") or "127.0.0.1",
-            max_request_body=env.get("MESH_MAX_REQUEST_BODY") or "4m",
-            upstream_timeout=float(env.get("MESH_UPSTREAM_TIMEOUT") or 60),
-            body_read_timeout=float(env.get("MESH_BODY_READ_TIMEOUT") or 30),
+            max_request_body=env.get("MESH_MAX_REQUEST_BODY") or None,
+            upstream_timeout=env.get("MESH_UPSTREAM_TIMEOUT") or None,
+            body_read_timeout=env.get("MESH_BODY_READ_TIMEOUT") or None,
             encryption_key=env.get("ENCRYPTION_KEY") or None,
             encryption_key_previous=env.get("ENCRYPTION_KEY_PREVIOUS") or None,
             dataplane_key=env.get("MESH_DATAPLANE_KEY") or None,
@@ -150,6 +194,30 @@ class Settings:
             metrics_listen=env.get("MESH_METRICS_LISTEN") or "",
             stdio_user=env.get("MESH_STDIO_USER") or None,
         )
+
+
+DATA_PLANE, BRIDGE = "data plane", "bridge"
+BOTH = frozenset({DATA_PLANE, BRIDGE})
+# Each setting the data plane and the bridge take, as the option (``--set option=value``) its addon
+# declares (``dataplane_addon/plane_options.py`` for the ones both planes take), the ``Settings``
+# attribute giving its value, and the planes that take it. Never a secret: those travel in the
+# environment (``REDIS_URL``, ``MESH_BRIDGE_TOKEN``, ``MESH_DATAPLANE_KEY``, ``MESH_METRICS_TOKEN``).
+PLANE_OPTIONS = (
+    # option                        Settings attribute         planes
+    ("listen_host",                 "listen_host",             {DATA_PLANE}),
+    ("listen_port",                 "port",                    {DATA_PLANE}),
+    ("mesh_control_plane",          "control_plane_address",   {DATA_PLANE}),
+    ("mesh_bridge",                 "bridge_address",          BOTH),  # where the bridge listens
+    ("mesh_redis_prefix",           "redis_prefix",            BOTH),
+    ("mesh_dataplane_key_file",     "dataplane_key_path",      BOTH),
+    ("mesh_allow_private_upstreams", "allow_private_upstreams", BOTH),
+    ("mesh_session_secret_file",    "session_key_file",        {DATA_PLANE}),
+    ("mesh_max_request_body",       "max_request_body",        {DATA_PLANE}),
+    ("mesh_upstream_timeout",       "upstream_timeout",        {DATA_PLANE}),
+    ("mesh_body_read_timeout",      "body_read_timeout",       {DATA_PLANE}),
+    ("mesh_metrics_listen",         "metrics_listen",          {DATA_PLANE}),
+    ("mesh_gateway_ports",          "gateway_ports",           {BRIDGE}),
+)
 
 
 def _local_redis_password(data_dir: Path) -> str | None:

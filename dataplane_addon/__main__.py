@@ -1,8 +1,16 @@
-"""``python -m dataplane_addon``: the data plane as its own process, in reverse mode on one port.
+"""``python -m dataplane_addon``: the data plane as its own process, a reverse proxy on one port.
 
-It embeds a mitmproxy ``Master`` carrying only the addons a reverse proxy needs plus our chain,
+It forwards every path that is not an MCP call to the control plane (``mesh_control_plane``).It embeds a mitmproxy ``Master`` carrying only the addons a reverse proxy needs plus our chain,
 rather than ``mitmdump``'s ~35 default addons: hook dispatch is most of mitmproxy's cost per
 request (see ``shared/NOTES-libraries.md``).
+
+Options are set as with ``mitmdump``: ``--set name=value`` for any option, ours (declared once,
+in the ``load()`` of the addon that uses them) or mitmproxy's own (``--options`` lists ours and
+those whose defaults differ here),
+and ``--listen-host`` / ``-p, --listen-port`` for where it listens. An unknown name is an error.
+Only the defaults of a few of mitmproxy's own options differ here (``ENTRY_POINT_DEFAULTS``).
+Secrets are never options: they come from the environment (``REDIS_URL``, ``MESH_BRIDGE_TOKEN``,
+``MESH_DATAPLANE_KEY``, ``MESH_METRICS_TOKEN``) or from files named by options.
 
 One process uses one core. ``--reuse-port`` lets several processes listen on the same port
 (``SO_REUSEPORT``: the kernel spreads new connections across them), which is how the data plane
@@ -14,60 +22,72 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import signal
+import sys
 
-from mitmproxy import options
+from mitmproxy import exceptions, hooks, optmanager, options
 from mitmproxy.addons import core, dns_resolver, next_layer, proxyserver, tlsconfig
 from mitmproxy.master import Master
 from mitmproxy.proxy import mode_servers
 
 from dataplane_addon.chain import build_chain
+from dataplane_addon.plane_options import describe
 
-DEFAULT_BODY_LIMIT = "4m"
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-# mitmproxy's own cap, on requests and responses alike: a memory guard well above any MCP
-# request (those are limited to --body-size-limit by the routing addon, with a JSON answer).
-HARD_BODY_CAP = "64m"
+PROG = "python -m dataplane_addon"
+# mitmproxy's own options whose defaults differ here; ``--set`` may still change them.
+ENTRY_POINT_DEFAULTS = {
+    "listen_host": "127.0.0.1",  # mitmproxy's default is every interface
+    "connection_strategy": "lazy",  # else every client connection also dials the control plane
+    # mitmproxy's own cap, on requests and responses alike: a memory guard well above any MCP
+    # request (those are limited to mesh_max_request_body by an addon, with a JSON answer).
+    "body_size_limit": "64m",
+    "stream_large_bodies": None,  # never: streamed bodies skip inspection
+    "tcp_timeout": 3600,  # seconds of silence after which a connection (an idle SSE stream) is closed
+}
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m dataplane_addon", description=__doc__.splitlines()[0])
-    parser.add_argument("--listen-host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=3000)
-    parser.add_argument("--control-plane", default="127.0.0.1:3001", help="HOST:PORT of the Flask app")
-    parser.add_argument("--bridge", default="127.0.0.1:3002",
-                        help="HOST:PORT of the bridge for stdio and sse connections (token: MESH_BRIDGE_TOKEN)")
-    # A URL carrying a password belongs in the environment: a command line is visible to every local user.
-    parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL,
-                        help="default: REDIS_URL from the environment, else " + DEFAULT_REDIS_URL)
-    parser.add_argument("--redis-prefix", default="mesh")
-    parser.add_argument("--body-size-limit", default=DEFAULT_BODY_LIMIT, help="larger requests get 413")
-    parser.add_argument("--upstream-timeout", type=float, default=60.0,
-                        help="seconds an upstream may take to start answering before the caller gets 504")
-    parser.add_argument("--body-read-timeout", type=float, default=30.0,
-                        help="seconds a client may take to send a request body before its connection is closed")
-    parser.add_argument("--idle-timeout", type=int, default=3600,
-                        help="seconds of silence after which a connection (e.g. an idle SSE stream) is closed")
-    parser.add_argument("--session-secret-file", help="file with the hex secret that binds MCP sessions to "
-                        "callers; data planes sharing traffic must share it (default: random per process)")
-    parser.add_argument("--dataplane-key-file", default="",
-                        help="the key connection credentials are sealed under (MESH_DATAPLANE_KEY wins)")
-    parser.add_argument("--allow-private-upstreams", default="",
-                        help="comma-separated CIDRs that connections registered over the network may reach")
-    parser.add_argument("--metrics-listen", default="",
-                        help="HOST:PORT serving /metrics and the detailed /health without a token "
-                             "(on the public port they need MESH_METRICS_TOKEN)")
+def make_parser(opts: options.Options) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    opts.make_parser(parser, "listen_host", metavar="HOST")
+    opts.make_parser(parser, "listen_port", metavar="PORT", short="p")
+    parser.add_argument("--set", dest="setoptions", action="append", default=[], metavar="option[=value]",
+                        help="set an option, as mitmdump does (--options lists them); may be repeated")
+    parser.add_argument("--options", action="store_true",
+                        help="show the gateway's options (with --set applied) and what each does, and exit")
     parser.add_argument("--reuse-port", action="store_true",
                         help="listen with SO_REUSEPORT, so several data plane processes share the port")
-    return parser.parse_args(argv)
+    return parser
 
 
-def session_secret(path: str | None) -> str:
-    if not path:
-        return ""
-    with open(path) as handle:
-        return handle.read().strip()
+def configure(master: Master, argv) -> argparse.Namespace:
+    """Apply the command line to ``master``'s options (its addons are loaded, so ours exist).
+    Raises ``OptionsError`` for an unknown option or a value an addon refuses."""
+    opts = master.options
+    args = make_parser(opts).parse_args(argv)
+    if any(spec.partition("=")[0] == "mode" for spec in args.setoptions):
+        raise exceptions.OptionsError(f"mode: {PROG} is a reverse proxy in front of mesh_control_plane; for another "
+                                      "mode run mitmdump -s dataplane_addon/mitmdump_script.py")
+    opts.update(**ENTRY_POINT_DEFAULTS)
+    opts.set(*args.setoptions)
+    opts.update(**{name: getattr(args, name) for name in ("listen_host", "listen_port")
+                   if getattr(args, name) is not None})
+    opts.update(mode=[f"reverse:http://{opts.mesh_control_plane}"])  # on listen_host:listen_port
+    return args
+
+
+def build_master() -> Master:
+    """A master with only what a reverse proxy needs, and the chain, configured with every
+    option's default. Inside a running event loop. Raises ``OptionsError`` for a default an addon
+    refuses (a bad ``MESH_DATAPLANE_KEY``, say)."""
+    master = Master(options.Options(), with_termlog=False)
+    master.addons.add(core.Core(), proxyserver.Proxyserver(), next_layer.NextLayer(), tlsconfig.TlsConfig(),
+                      dns_resolver.DnsResolver())
+    chain = build_chain()
+    master.addons.add(chain)
+    # An added addon is configured only for options that change later; as mitmproxy's script
+    # loader does, configure it once with all of them, so an option left unset takes effect too.
+    master.addons.invoke_addon_sync(chain, hooks.ConfigureHook(set(master.options.keys())))
+    return master
 
 
 def listen_with_reuse_port() -> None:
@@ -88,33 +108,18 @@ def listen_with_reuse_port() -> None:
     mode_servers.AsyncioServerInstance.listen = listen
 
 
-async def serve(args: argparse.Namespace) -> None:
+async def serve(argv) -> None:
+    try:
+        master = build_master()
+        args = configure(master, argv)
+    except exceptions.OptionsError as error:
+        sys.exit(f"{PROG}: {error}")
+    if args.options:
+        shown = [name for name in master.options.keys() if name.startswith("mesh_")]
+        print(describe(optmanager.dump_dicts(master.options, [*ENTRY_POINT_DEFAULTS, "listen_port", *shown])), end="")
+        return
     if args.reuse_port:
         listen_with_reuse_port()
-    opts = options.Options()
-    master = Master(opts, with_termlog=False)
-    master.addons.add(core.Core(), proxyserver.Proxyserver(), next_layer.NextLayer(), tlsconfig.TlsConfig(),
-                      dns_resolver.DnsResolver())
-    master.addons.add(build_chain())
-    # Options that addons declare exist only now that the master holds them.
-    opts.update(
-        mode=[f"reverse:http://{args.control_plane}@{args.listen_host}:{args.port}"],
-        connection_strategy="lazy",
-        body_size_limit=HARD_BODY_CAP,
-        mesh_max_request_body=args.body_size_limit,
-        tcp_timeout=args.idle_timeout,
-        mesh_upstream_timeout=args.upstream_timeout,
-        mesh_body_read_timeout=args.body_read_timeout,
-        mesh_session_secret=session_secret(args.session_secret_file),
-        stream_large_bodies=None,  # never: streamed bodies skip inspection
-        mesh_control_plane=args.control_plane,
-        mesh_bridge=args.bridge,
-        mesh_redis_url=args.redis_url,
-        mesh_redis_prefix=args.redis_prefix,
-        mesh_dataplane_key_file=args.dataplane_key_file,
-        mesh_allow_private_upstreams=args.allow_private_upstreams,
-        mesh_metrics_listen=args.metrics_listen,
-    )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, master.shutdown)
@@ -124,7 +129,7 @@ async def serve(args: argparse.Namespace) -> None:
 def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s dataplane %(levelname)s %(message)s")
     logging.getLogger("mitmproxy").setLevel(logging.WARNING)  # no line per client connection
-    asyncio.run(serve(parse_args(argv)))
+    asyncio.run(serve(argv))
 
 
 if __name__ == "__main__":

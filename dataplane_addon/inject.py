@@ -16,23 +16,23 @@ names the connection and says what to do, and is logged once per snapshot withou
 material. Every other connection keeps working.
 
 The data-plane key comes from ``MESH_DATAPLANE_KEY`` or the file named by the
-``mesh_dataplane_key_file`` option (``mesh up`` passes ``<data dir>/dataplane.key``). The master
-key is never here.
+``mesh_dataplane_key_file`` option (``shared.keys``; ``mesh up`` passes
+``<data dir>/dataplane.key``). The master key is never here.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-from pathlib import Path
 
 from mitmproxy import ctx, http
 
 from dataplane_addon.bridge.address import CALLER_HEADER
 from dataplane_addon.call import rpc_answer, undecided_call
+from dataplane_addon.plane_options import declare
 from dataplane_addon.snapshot_store import Upstream
 from shared.credentials import header_for, open_delivered, upstream_origin
-from shared.envelope import EnvelopeError, Keyring, KeyFormatError, parse_key
+from shared.envelope import EnvelopeError, Keyring, KeyFormatError
+from shared.keys import load_dataplane_keyring
 from shared.jsonrpc import CREDENTIALS_UNAVAILABLE
 
 log = logging.getLogger(__name__)
@@ -63,19 +63,6 @@ class CredentialsUnavailable(Exception):
     """Why a connection's credentials cannot be injected. Never holds secret material."""
 
 
-def load_dataplane_keyring(path: str) -> Keyring | None:
-    """``MESH_DATAPLANE_KEY`` if set, else the key file at ``path``; ``None`` when neither is given."""
-    text, source = os.environ.get("MESH_DATAPLANE_KEY"), "MESH_DATAPLANE_KEY"
-    if not text:
-        if not path:
-            return None
-        try:
-            text, source = Path(path).read_text(), path
-        except OSError as error:
-            raise KeyFormatError(f"cannot read the data-plane key file {path} ({error.strerror})") from None
-    return Keyring.single(parse_key(text, f"the data-plane key ({source})"))
-
-
 def credential_headers(upstream: Upstream, keyring: Keyring | None) -> list[tuple[str, str]]:
     """The headers the connection's credentials become, opened now."""
     if upstream.status != "active":
@@ -104,9 +91,7 @@ class CredentialInjector:
         self._reported: dict[str, Upstream] = {}  # connection id -> the snapshot's entry last logged as broken
 
     def load(self, loader) -> None:
-        loader.add_option("mesh_dataplane_key_file", str, "",
-                          "File holding the data-plane key that connection credentials are sealed under "
-                          "(MESH_DATAPLANE_KEY, when set, is used instead).")
+        declare(loader, "mesh_dataplane_key_file")  # the bridge takes it too
 
     def configure(self, updated) -> None:
         if "mesh_dataplane_key_file" in updated:

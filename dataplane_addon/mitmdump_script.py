@@ -6,7 +6,7 @@
 
 The data-plane key (or ``MESH_DATAPLANE_KEY``) is required: without it every snapshot is refused,
 as none can be authenticated. ``python -m dataplane_addon`` (what ``mesh up`` runs) embeds the
-same chain in a leaner master.
+same chain in a leaner master and takes the same options (``--options`` there lists them).
 stdio and sse connections need the bridge too (``python -m dataplane_addon.bridge``, address in
 ``--set mesh_bridge=HOST:PORT``), with the same ``MESH_BRIDGE_TOKEN`` in both environments.
 """

@@ -27,6 +27,7 @@ from mitmproxy import ctx, http
 from mitmproxy.utils import human
 
 from dataplane_addon.call import CALL, LOCAL, connection_handler, rpc_answer
+from dataplane_addon.plane_options import parse_seconds
 from shared.jsonrpc import INVALID_REQUEST
 
 log = logging.getLogger(__name__)
@@ -91,19 +92,24 @@ def refusal(method: str, body: BodyHeaders) -> http.Response | None:
     return None
 
 
+DEFAULT_MAX_BODY = "4m"
+DEFAULT_READ_TIMEOUT = "30"
+
+
 class RequestBodyGuard:
     def __init__(self) -> None:
-        self.max_body: int | None = 4 * 1024 * 1024
-        self.read_timeout = 30.0
+        # Until configured (the options' defaults, declared below).
+        self.max_body: int | None = human.parse_size(DEFAULT_MAX_BODY)
+        self.read_timeout = parse_seconds("mesh_body_read_timeout", DEFAULT_READ_TIMEOUT)
         # Flows whose body is still arriving -> the loop time by which it must have. A sweep
         # closes the late ones: cheaper per request than a timer each.
         self.reading: dict[http.HTTPFlow, float] = {}
         self._sweeper: asyncio.Task | None = None
 
     def load(self, loader) -> None:
-        loader.add_option("mesh_max_request_body", str, "4m",
+        loader.add_option("mesh_max_request_body", str, DEFAULT_MAX_BODY,
                           "Largest request body accepted (e.g. 4m, 512k); larger ones get 413.")
-        loader.add_option("mesh_body_read_timeout", float, 30.0,
+        loader.add_option("mesh_body_read_timeout", str, DEFAULT_READ_TIMEOUT,
                           "Seconds a client may take to send a request body; then its connection is closed.")
 
     def configure(self, updated) -> None:
@@ -115,9 +121,10 @@ class RequestBodyGuard:
             except ValueError as exc:
                 raise OptionsError(f"mesh_max_request_body: {exc}") from None
         if "mesh_body_read_timeout" in updated:
-            if ctx.options.mesh_body_read_timeout <= 0:
-                raise OptionsError("mesh_body_read_timeout must be positive")
-            self.read_timeout = ctx.options.mesh_body_read_timeout
+            try:
+                self.read_timeout = parse_seconds("mesh_body_read_timeout", ctx.options.mesh_body_read_timeout)
+            except ValueError as exc:
+                raise OptionsError(str(exc)) from None
 
     def running(self) -> None:
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())

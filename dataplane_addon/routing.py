@@ -49,12 +49,15 @@ def repeated_header(headers: http.Headers) -> str | None:
     return None
 
 
+DEFAULT_CONTROL_PLANE = "127.0.0.1:3001"
+
+
 class Router:
     def __init__(self) -> None:
-        self.control_plane = ("127.0.0.1", 3001)
+        self.control_plane = parse_control_plane(DEFAULT_CONTROL_PLANE)  # until configured
 
     def load(self, loader) -> None:
-        loader.add_option("mesh_control_plane", str, "127.0.0.1:3001",
+        loader.add_option("mesh_control_plane", str, DEFAULT_CONTROL_PLANE,
                           "HOST:PORT of the control plane's Flask app; every non-MCP path goes there.")
 
     def configure(self, updated) -> None:

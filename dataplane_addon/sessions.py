@@ -34,20 +34,25 @@ class SessionBinding:
         self.secret = os.urandom(32)
 
     def load(self, loader) -> None:
-        loader.add_option("mesh_session_secret", str, "",
-                          "Hex secret binding MCP sessions to callers; data planes sharing traffic must share it. "
-                          "Empty: random per process.")
+        # A file, not the secret itself: a command line is visible to every local user.
+        loader.add_option("mesh_session_secret_file", str, "",
+                          "File holding the hex secret that binds MCP sessions to callers; data planes sharing "
+                          "traffic must share it. Empty: a random secret per process.")
 
     def configure(self, updated) -> None:
-        if "mesh_session_secret" in updated and ctx.options.mesh_session_secret:
+        if "mesh_session_secret_file" in updated and ctx.options.mesh_session_secret_file:
             from mitmproxy.exceptions import OptionsError
 
+            path = ctx.options.mesh_session_secret_file
             try:
-                self.secret = bytes.fromhex(ctx.options.mesh_session_secret)
+                with open(path) as handle:
+                    self.secret = bytes.fromhex(handle.read().strip())
+            except OSError as error:
+                raise OptionsError(f"mesh_session_secret_file: cannot read {path} ({error.strerror})") from None
             except ValueError:
-                raise OptionsError("mesh_session_secret must be hex") from None
+                raise OptionsError(f"mesh_session_secret_file: {path} must hold a hex secret") from None
             if len(self.secret) < 16:
-                raise OptionsError("mesh_session_secret must be at least 16 bytes")
+                raise OptionsError(f"mesh_session_secret_file: the secret in {path} must be at least 16 bytes")
 
     def request(self, flow: http.HTTPFlow) -> None:
         call = undecided_call(flow)

@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -47,6 +46,7 @@ from dataplane_addon.bridge.address import (
     connection_path,
     parse_bridge_address,
 )
+from dataplane_addon.plane_options import DEFAULT_BRIDGE, declare
 from shared.bus import BusKeys, ChangeMessage
 from shared.dataplane_report import Refusal
 from shared.envelope import EnvelopeError, Keyring, SealedRecord, parse_record
@@ -86,9 +86,6 @@ class Upstream:
 
 
 SERVED_STATUSES = ("active", "broken")
-
-
-DEFAULT_BRIDGE = "127.0.0.1:3002"
 
 
 def upstream_from(connection_id: str, org_id: str, route, bridge: BridgeAddress | None = None) -> Upstream:
@@ -229,13 +226,7 @@ class SnapshotFollower:
         self._task: asyncio.Task | None = None
 
     def load(self, loader) -> None:
-        # From the environment by default: a URL carrying a password stays off command lines.
-        loader.add_option("mesh_redis_url", str, os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0",
-                          "Redis holding the snapshots the control plane publishes (default: REDIS_URL).")
-        loader.add_option("mesh_redis_prefix", str, "mesh", "Prefix of every MCP Mesh key in Redis.")
-        loader.add_option("mesh_bridge", str, DEFAULT_BRIDGE,
-                          "HOST:PORT of the bridge serving stdio and sse connections (its token comes from "
-                          "MESH_BRIDGE_TOKEN in the environment).")
+        declare(loader, "mesh_redis_url", "mesh_redis_prefix", "mesh_bridge")  # the bridge takes them too
 
     def configure(self, updated) -> None:
         if "mesh_bridge" in updated:

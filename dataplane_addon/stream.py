@@ -81,12 +81,15 @@ class EventRelay:
         return [Event([("data", body.decode())]).encode()]
 
 
+DEFAULT_MAX_EVENT = "16m"
+
+
 class EventStreamInspector:
     def __init__(self) -> None:
-        self.max_event = 16 * 1024 * 1024
+        self.max_event = human.parse_size(DEFAULT_MAX_EVENT)  # until configured
 
     def load(self, loader) -> None:
-        loader.add_option("mesh_max_event", str, "16m",
+        loader.add_option("mesh_max_event", str, DEFAULT_MAX_EVENT,
                           "Largest server-sent event the gateway inspects; a larger one ends the stream.")
 
     def configure(self, updated) -> None:

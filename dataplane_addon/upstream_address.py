@@ -18,7 +18,7 @@
 The rules: connections registered by the operator may reach loopback and private addresses,
 those registered over the network only the ranges in ``mesh_allow_private_upstreams``; no
 upstream is ever a link-local or metadata address or one of the gateway's own ports
-(``mesh_control_plane``, ``mesh_bridge``, ``mesh_metrics_listen`` and the listen port). The
+(``mesh_control_plane``, ``mesh_bridge``, ``mesh_metrics_listen`` and the listen ports). The
 bridge itself, where stdio and sse connections are served, is the gateway's own: calls routed
 there are not checked here (the bridge checks the sse servers it connects to).
 """
@@ -31,6 +31,7 @@ from mitmproxy import connection, ctx, http
 from mitmproxy.proxy.mode_specs import ProxyMode
 
 from dataplane_addon.call import CALL, McpCall, address_refused, connection_handler, undecided_call
+from dataplane_addon.plane_options import declare
 from dataplane_addon.routing import parse_control_plane
 from shared.upstream_addresses import AddressRules, literal_address, resolve_async
 
@@ -49,15 +50,13 @@ class UpstreamAddressGuard:
         self.refused: dict[tuple[str, str, int], connection.Server] = {}
 
     def load(self, loader) -> None:
-        loader.add_option("mesh_allow_private_upstreams", str, "",
-                          "Comma-separated CIDRs of private addresses that connections registered over the "
-                          "network may reach (operator-registered ones may reach any private address).")
+        declare(loader, "mesh_allow_private_upstreams")  # the bridge takes it too
 
     def configure(self, updated) -> None:
         from mitmproxy.exceptions import OptionsError
 
         if updated & {"mesh_allow_private_upstreams", "mesh_control_plane", "mesh_bridge", "mesh_metrics_listen",
-                      "mode"}:
+                      "mode", "listen_port"}:
             try:
                 self.rules = AddressRules.from_settings(ctx.options.mesh_allow_private_upstreams, self._own_ports())
             except ValueError as exc:
@@ -68,7 +67,7 @@ class UpstreamAddressGuard:
         ports = set()
         for spec in ctx.options.mode:
             try:
-                ports.add(ProxyMode.parse(spec).listen_port())
+                ports.add(ProxyMode.parse(spec).listen_port(ctx.options.listen_port))
             except ValueError:
                 pass
         for option in ("mesh_control_plane", "mesh_bridge", "mesh_metrics_listen"):

@@ -11,19 +11,28 @@ import asyncio
 from mitmproxy import ctx, http
 
 from dataplane_addon.call import CALL, close_upstream, undecided_call
+from dataplane_addon.plane_options import parse_seconds
+
+
+DEFAULT_TIMEOUT = "60"
 
 
 class UpstreamTimeout:
     def __init__(self) -> None:
-        self.seconds = 60.0
+        self.seconds = parse_seconds("mesh_upstream_timeout", DEFAULT_TIMEOUT)  # until configured
 
     def load(self, loader) -> None:
-        loader.add_option("mesh_upstream_timeout", float, 60.0,
+        loader.add_option("mesh_upstream_timeout", str, DEFAULT_TIMEOUT,
                           "Seconds an upstream may take to start answering an MCP call; then 504.")
 
     def configure(self, updated) -> None:
         if "mesh_upstream_timeout" in updated:
-            self.seconds = ctx.options.mesh_upstream_timeout  # read once, not per call
+            from mitmproxy.exceptions import OptionsError
+
+            try:  # read once, not per call
+                self.seconds = parse_seconds("mesh_upstream_timeout", ctx.options.mesh_upstream_timeout)
+            except ValueError as exc:
+                raise OptionsError(str(exc)) from None
 
     def request(self, flow: http.HTTPFlow) -> None:
         call = undecided_call(flow)

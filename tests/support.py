@@ -256,10 +256,10 @@ class Gateway:
 
     def plane_pid(self, plane: str) -> int:
         """The pid of this gateway's ``"data plane"`` or ``"bridge"`` process, found in /proc."""
-        module, port = {"data plane": ("dataplane_addon", self.port),
-                        "bridge": ("dataplane_addon.bridge", self.bridge_port)}[plane]
+        module, option = {"data plane": ("dataplane_addon", f"listen_port={self.port}"),
+                          "bridge": ("dataplane_addon.bridge", f"mesh_bridge=127.0.0.1:{self.bridge_port}")}[plane]
         found = [pid for pid in all_pids() if f"-m\0{module}\0" in proc_cmdline(pid)
-                 and f"--port\0{port}\0" in proc_cmdline(pid)]
+                 and f"--set\0{option}\0" in proc_cmdline(pid)]
         assert len(found) == 1, f"expected one {plane} process, found {found}"
         return found[0]
 
@@ -268,10 +268,11 @@ class Gateway:
         """A second data plane process of this gateway (same control plane, Redis, prefix and
         data-plane key), as an operator scaling out starts one. Yields (its pid, its base URL)."""
         port = free_port()
-        proc = subprocess.Popen([sys.executable, "-m", "dataplane_addon", "--port", str(port), "--control-plane",
-                                 f"127.0.0.1:{self.control_plane_port}", "--redis-url", self.redis_url,
-                                 "--redis-prefix", self.prefix, "--dataplane-key-file", str(self.dataplane_key_file)],
-                                cwd=ROOT)
+        proc = subprocess.Popen([sys.executable, "-m", "dataplane_addon", "--set", f"listen_port={port}",
+                                 "--set", f"mesh_control_plane=127.0.0.1:{self.control_plane_port}",
+                                 "--set", f"mesh_redis_prefix={self.prefix}",
+                                 "--set", f"mesh_dataplane_key_file={self.dataplane_key_file}"],
+                                env={**os.environ, "REDIS_URL": self.redis_url}, cwd=ROOT)
         try:
             wait_for(lambda: port_open(port), what="the second data plane")
             yield proc.pid, f"http://127.0.0.1:{port}"

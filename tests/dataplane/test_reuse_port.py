@@ -3,6 +3,7 @@ kernel spreading connections across them (the benchmark's scale-out relies on it
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -24,13 +25,14 @@ def healthy(port: int) -> bool:
 
 def test_two_data_planes_share_one_port(redis_url, bus_prefix):
     port = free_port()
-    argv = [sys.executable, "-m", "dataplane_addon", "--reuse-port", "--port", str(port),
-            "--control-plane", f"127.0.0.1:{free_port()}", "--redis-url", redis_url, "--redis-prefix", bus_prefix]
-    first = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    argv = [sys.executable, "-m", "dataplane_addon", "--reuse-port", "--set", f"listen_port={port}",
+            "--set", f"mesh_control_plane=127.0.0.1:{free_port()}", "--set", f"mesh_redis_prefix={bus_prefix}"]
+    env = {**os.environ, "REDIS_URL": redis_url}
+    first = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     second = None
     try:
         wait_for(lambda: port_open(port), what="the first data plane")
-        second = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        second = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         # Without SO_REUSEPORT the second process fails to bind and exits; give it the time the
         # first needed to start, then take the first away: the port must still answer.
         time.sleep(2)

@@ -299,7 +299,7 @@ def test_a_bridge_that_is_not_root_refuses_to_run_stdio_servers_as_another_user(
            "PYTHONPATH": os.pathsep.join([str(ROOT), sysconfig.get_paths()["purelib"]])}
     result = subprocess.run([shutil.which("setpriv"), f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}",
                              "--clear-groups", python_for_nobody.python, "-m", "dataplane_addon.bridge",
-                             "--port", "1"], env=env, cwd="/", capture_output=True, text=True, timeout=60)
+                             "--set", "mesh_bridge=127.0.0.1:1"], env=env, cwd="/", capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert (f"MESH_STDIO_USER=root: the bridge runs as uid {nobody.pw_uid}, not root, so it cannot start stdio "
             "servers as root") in result.stderr
@@ -333,8 +333,9 @@ def test_the_data_plane_and_the_bridge_get_only_the_settings_they_need(tmp_path,
             for never in (master, operator_secret, str(data_dir / "mesh.db")):
                 assert never.encode() not in raw, f"the {plane}'s environment holds {never[:12]}…"
             argv = proc_cmdline(pid).split("\0")
-            assert "--redis-url" not in argv and redis_url not in argv
-            under_data_dir = {Path(a).name for a in argv if a.startswith(str(data_dir))}
+            assert not any(a.startswith("mesh_redis_url") or redis_url in a for a in argv)
+            given = [a.partition("=")[2] or a for a in argv]  # options come as --set name=value
+            under_data_dir = {Path(a).name for a in given if a.startswith(str(data_dir))}
             assert under_data_dir == files, f"the {plane} was given {under_data_dir} of the data dir"
         assert "MESH_STDIO_USER" in proc_environ(gateway.plane_pid("bridge"))
     finally:
