@@ -11,7 +11,7 @@ from control_plane.models import Member, Organization, Role, User, db
 from control_plane.services import audit, commit_and_publish, org_changed
 from control_plane.services.actors import OPERATOR, Actor, custom_role_documents, require, require_grantable
 from control_plane.services.errors import Conflict, InvalidInput, NotFound
-from shared.policy import BUILTIN_ROLES, Policy, PolicyError, normalize, role_document, scope_layers
+from shared.policy import BUILTIN_ROLES, Policy, PolicyError, normalize, principal_documents, scope_layers
 
 
 def _document(permissions: Any) -> dict[str, Any]:
@@ -111,10 +111,11 @@ def effective_permissions(org: Organization, user: User, *, scope: Any = None,
     if role is None:
         raise NotFound(f"{user.email} is not a member of {org.slug}")
     try:
-        documents = [role_document(role, custom_role_documents(org.id)), *scope_layers(scope)]
+        scope_layers(scope)  # a scope asked about must be valid; a stored one that is not allows nothing
     except PolicyError as error:
         raise InvalidInput(f"invalid scope: {error}") from None
+    documents = principal_documents(role, custom_role_documents(org.id), scope)
     policy = Policy(documents)
-    return {"role": role, "layers": [normalize(d) for d in documents],
+    return {"role": role, "layers": documents,
             "manage": sorted(p for p in documents[0].get("manage", []) if policy.may_manage(p)),
             "can": policy.allows}
