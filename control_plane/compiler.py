@@ -38,7 +38,7 @@ def compile_snapshot(session: Session, org_id: str, deliver=None) -> Snapshot:
     if deliver is not None:
         connections = deliver(session, org_id, connections)
     custom = dict(session.execute(sa.select(Role.id, Role.permissions).where(Role.org_id == org_id)).all())
-    rows = session.execute(usable_keys().where(ApiKey.org_id == org_id)).tuples()
+    rows = session.execute(usable_keys().where(ApiKey.org_id == org_id))
     policies: dict[str, list[dict[str, Any]]] = {}
     api_keys: dict[str, KeyGrant] = {}
     for key, role in rows:

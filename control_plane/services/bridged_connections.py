@@ -15,7 +15,7 @@ from __future__ import annotations
 import shlex
 
 from control_plane.models import Connection, Organization, new_id
-from control_plane.services.actors import OPERATOR, Actor, require
+from control_plane.services.actors import Actor, require
 from control_plane.services.connections import check_upstream_address, save_new_connection, validate_upstream_url
 from control_plane.services.errors import Forbidden, InvalidInput
 from control_plane.services.secrets import check_fields_for
@@ -55,7 +55,7 @@ def _check_stdio(command: str, args: list[str]) -> None:
 
 
 def create_stdio_connection(org: Organization, name: str, command: str, args: list[str] | None = None,
-                            secrets: dict[str, str] | None = None, *, actor: Actor = OPERATOR) -> Connection:
+                            secrets: dict[str, str] | None = None, *, actor: Actor) -> Connection:
     """A connection whose upstream is ``command args…`` run by the bridge, speaking MCP on stdio.
     ``secrets`` may hold only ``env:NAME`` fields: the command's environment."""
     require(actor, org, "connections.write")
@@ -74,7 +74,7 @@ def create_stdio_connection(org: Organization, name: str, command: str, args: li
 
 
 def create_sse_connection(org: Organization, name: str, url: str, secrets: dict[str, str] | None = None, *,
-                          actor: Actor = OPERATOR) -> Connection:
+                          actor: Actor) -> Connection:
     """A connection to a server speaking the legacy HTTP+SSE transport at ``url`` (its GET
     endpoint, usually ``…/sse``); its credentials go with every request the bridge makes to it."""
     require(actor, org, "connections.write")

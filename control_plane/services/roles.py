@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from control_plane.models import Member, Organization, Role, User, db
 from control_plane.services import audit, commit_and_publish, org_changed
-from control_plane.services.actors import OPERATOR, Actor, custom_role_documents, require, require_grantable
+from control_plane.services.actors import Actor, custom_role_documents, require, require_grantable
 from control_plane.services.errors import Conflict, InvalidInput, NotFound
 from shared.policy import BUILTIN_ROLES, Policy, PolicyError, normalize, principal_documents, scope_layers
 
@@ -43,7 +43,7 @@ def resolve_role(org: Organization, ref: str) -> str:
 
 
 def create_role(org: Organization, name: str, permissions: Any, description: str = "", *,
-                actor: Actor = OPERATOR) -> Role:
+                actor: Actor) -> Role:
     require(actor, org, "roles.manage")
     document = _document(permissions)
     require_grantable(actor, document)
@@ -59,7 +59,7 @@ def create_role(org: Organization, name: str, permissions: Any, description: str
 
 
 def update_role(org: Organization, ref: str, *, name: str | None = None, permissions: Any = None,
-                description: str | None = None, actor: Actor = OPERATOR) -> Role:
+                description: str | None = None, actor: Actor) -> Role:
     require(actor, org, "roles.manage")
     role = find_role(org, ref)
     before = audit.describe(role)
@@ -80,7 +80,7 @@ def update_role(org: Organization, ref: str, *, name: str | None = None, permiss
     return role
 
 
-def delete_role(org: Organization, ref: str, *, actor: Actor = OPERATOR) -> None:
+def delete_role(org: Organization, ref: str, *, actor: Actor) -> None:
     require(actor, org, "roles.manage")
     role = find_role(org, ref)
     holders = db.session.scalar(sa.select(sa.func.count()).select_from(Member).where(Member.role == role.id))
@@ -92,7 +92,7 @@ def delete_role(org: Organization, ref: str, *, actor: Actor = OPERATOR) -> None
     commit_and_publish(org.id)
 
 
-def list_roles(org: Organization, *, actor: Actor = OPERATOR) -> list[dict[str, Any]]:
+def list_roles(org: Organization, *, actor: Actor) -> list[dict[str, Any]]:
     require(actor, org, "members.read")
     builtin = [{"id": name, "name": name, "builtin": True, "description": "", "permissions": normalize(doc)}
                for name, doc in BUILTIN_ROLES.items()]
@@ -102,7 +102,7 @@ def list_roles(org: Organization, *, actor: Actor = OPERATOR) -> list[dict[str, 
 
 
 def effective_permissions(org: Organization, user: User, *, scope: Any = None,
-                          actor: Actor = OPERATOR) -> dict[str, Any]:
+                          actor: Actor) -> dict[str, Any]:
     """What ``user`` (through a key narrowed by ``scope``, if given: a document or, as keys store
     it, a list of them) may do in ``org``, decided by the
     same evaluator the data plane runs. ``can(kind, connection_id, name)`` answers single questions."""
