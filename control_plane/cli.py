@@ -221,10 +221,10 @@ def _json_arg(text: str | None, what: str):
 
 
 def _key_row(row) -> dict:
-    from shared.policy import scope_layers
+    from shared.policy import readable_scope
 
     return {"id": row.id, "name": row.name, "prefix": row.prefix, "org_id": row.org_id, "user_id": row.user_id,
-            "scope": scope_layers(row.scope) or None, "created_at": row.created_at, "expires_at": row.expires_at,
+            "scope": readable_scope(row.scope) or None, "created_at": row.created_at, "expires_at": row.expires_at,
             "revoked_at": row.revoked_at, "last_used_at": row.last_used_at}
 
 
