@@ -20,8 +20,8 @@ from control_plane.models import ApiKey, Member, Organization, User, db, utcnow
 from control_plane.services import audit, commit_and_publish, org_changed
 from control_plane.services.actors import Actor, require
 from control_plane.services.errors import Forbidden, InvalidInput, NotFound
+from control_plane.services.permissions import org_document
 from shared.apikeys import generate_key, hash_key
-from shared.policy import PolicyError, normalize
 
 
 def create_api_key(org: Organization, user: User, name: str, *, scope: Any = None,
@@ -39,10 +39,7 @@ def create_api_key(org: Organization, user: User, name: str, *, scope: Any = Non
         raise InvalidInput("an API key needs a name of 1 to 200 characters")
     layers = list(actor.scope)  # made through a narrowed key: narrowed by it first
     if scope is not None:
-        try:
-            layers.append(normalize(scope))
-        except PolicyError as error:
-            raise InvalidInput(f"invalid scope: {error}") from None
+        layers.append(org_document(org, scope, "scope"))
     limit = actor.key.expires_at if actor.key is not None else None
     if limit is not None and (expires_at is None or expires_at > limit):
         expires_at = limit  # no key outlives the key that made it

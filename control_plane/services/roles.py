@@ -11,14 +11,8 @@ from control_plane.models import Member, Organization, Role, User, db
 from control_plane.services import audit, commit_and_publish, org_changed
 from control_plane.services.actors import Actor, custom_role_documents, require, require_grantable
 from control_plane.services.errors import Conflict, InvalidInput, NotFound
+from control_plane.services.permissions import org_document
 from shared.policy import BUILTIN_ROLES, Policy, PolicyError, normalize, principal_documents, scope_layers
-
-
-def _document(permissions: Any) -> dict[str, Any]:
-    try:
-        return normalize(permissions)
-    except PolicyError as error:
-        raise InvalidInput(f"invalid permissions: {error}") from None
 
 
 def _name(name: str) -> str:
@@ -45,8 +39,8 @@ def resolve_role(org: Organization, ref: str) -> str:
 def create_role(org: Organization, name: str, permissions: Any, description: str = "", *,
                 actor: Actor) -> Role:
     require(actor, org, "roles.manage")
-    document = _document(permissions)
-    require_grantable(actor, document)
+    require_grantable(actor, permissions)  # first: what one may not grant is Forbidden, whatever else is wrong
+    document = org_document(org, permissions, "permissions")
     name = _name(name)
     if db.session.scalar(sa.select(Role.id).where(Role.org_id == org.id, Role.name == name)):
         raise Conflict(f"a role named {name!r} already exists in {org.slug}")
@@ -64,8 +58,8 @@ def update_role(org: Organization, ref: str, *, name: str | None = None, permiss
     role = find_role(org, ref)
     before = audit.describe(role)
     if permissions is not None:
-        document = _document(permissions)
-        require_grantable(actor, document)
+        require_grantable(actor, permissions)
+        document = org_document(org, permissions, "permissions")
         role.permissions = document
     if name is not None and name != role.name:
         name = _name(name)
