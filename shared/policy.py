@@ -17,7 +17,9 @@ does not mention allows nothing of that kind.
 
 A principal's ``Policy`` is a list of such documents that must all allow (its role, then its
 key's scope documents if the key was narrowed: ``scope_layers``), so a narrowed key can never
-exceed its user's role, nor a key made through a narrowed key the key that made it.
+exceed its user's role, nor a key made through a narrowed key the key that made it. That list is
+built in one place, ``principal_documents``, for the data plane's snapshot and the control
+plane's checks and views alike, so they cannot disagree; what cannot be decided allows nothing.
 
 Compiled once per snapshot: exact names go in sets; wildcard patterns are indexed by their
 literal head (the text before the first ``*``) and matched without backtracking: the head and
