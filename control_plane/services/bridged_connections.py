@@ -70,7 +70,7 @@ def create_stdio_connection(org: Organization, name: str, command: str, args: li
     _check_stdio(command, args)
     connection = Connection(id=new_id("conn"), org_id=org.id, name=_check_name(name), url="", transport="stdio",
                             status="active", command=command, args=args)
-    return save_new_connection(org, connection, secrets, actor)
+    return save_new_connection(org, connection, secrets, actor=actor)
 
 
 def create_sse_connection(org: Organization, name: str, url: str, secrets: dict[str, str] | None = None, *,
@@ -81,7 +81,7 @@ def create_sse_connection(org: Organization, name: str, url: str, secrets: dict[
     secrets = dict(secrets or {})
     check_fields_for("sse", secrets)
     url = validate_upstream_url(url)
-    check_upstream_address(url, actor)
+    check_upstream_address(url, actor=actor)
     connection = Connection(id=new_id("conn"), org_id=org.id, name=_check_name(name), url=url,
                             transport="sse", status="active", allow_private=actor.is_operator)
-    return save_new_connection(org, connection, secrets, actor)
+    return save_new_connection(org, connection, secrets, actor=actor)

@@ -58,7 +58,7 @@ def validate_upstream_url(url: str) -> str:
     return url
 
 
-def check_upstream_address(url: str, actor: Actor) -> None:
+def check_upstream_address(url: str, *, actor: Actor) -> None:
     """Refuse an upstream whose host resolves to an address the gateway may not call
     (``shared.upstream_addresses``): never link-local, metadata or the gateway's own ports; for a
     connection registered over the network, no loopback or private address outside
@@ -91,14 +91,14 @@ def create_connection(org: Organization, name: str, url: str, headers: dict[str,
     if transport not in TRANSPORTS:
         raise InvalidInput(f"unknown transport {transport!r}; expected one of {', '.join(TRANSPORTS)}")
     url = validate_upstream_url(url)
-    check_upstream_address(url, actor)
+    check_upstream_address(url, actor=actor)
     # The id is chosen here because the secrets' envelopes are bound to it.
     connection = Connection(id=new_id("conn"), org_id=org.id, name=name, url=url,
                             transport=transport, status="active", allow_private=actor.is_operator)
-    return save_new_connection(org, connection, {**credential_fields(headers=headers), **(secrets or {})}, actor)
+    return save_new_connection(org, connection, {**credential_fields(headers=headers), **(secrets or {})}, actor=actor)
 
 
-def save_new_connection(org: Organization, connection: Connection, secrets: dict[str, str],
+def save_new_connection(org: Organization, connection: Connection, secrets: dict[str, str], *,
                         actor: Actor) -> Connection:
     """Store a new connection of any transport with its secrets, sealed and bound to its id, in one
     transaction with its audit row; then publish the org."""
@@ -162,7 +162,7 @@ def update_connection(org: Organization, connection_id: str, *, name: str | None
         except ValueError:
             old_origin = None  # a URL without an origin held no usable secret: nothing of it is kept
         connection.url = validate_upstream_url(url)
-        check_upstream_address(connection.url, actor)
+        check_upstream_address(connection.url, actor=actor)
         connection.allow_private = actor.is_operator
         if origin_of(connection) != old_origin:
             given = {canonical_field(f) for f in secrets}

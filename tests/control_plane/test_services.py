@@ -3,13 +3,14 @@ org's snapshot is committed, versioned and published."""
 
 from __future__ import annotations
 
+import inspect
 import json
 
 import pytest
 import sqlalchemy as sa
 
 from control_plane.models import db
-from control_plane.services import api_keys, connections, orgs
+from control_plane.services import api_keys, bridged_connections, connections, orgs, roles, secrets
 from control_plane.services.actors import OPERATOR
 from control_plane.services.errors import Conflict, InvalidInput
 from shared.apikeys import hash_key
@@ -85,3 +86,19 @@ def test_connection_urls_that_cannot_be_upstreams_are_refused(app, first, url):
 def test_duplicate_org_slugs_are_refused(app, first):
     with pytest.raises(Conflict):
         orgs.create_org("Default", orgs.find_user("admin@localhost"), actor=OPERATOR)
+
+
+def test_every_service_that_acts_for_someone_needs_the_actor_named():
+    """No service defaults to the operator: an interface that forgets to say who acts gets a
+    TypeError, never every right. Besides the actor itself (``orgs_of(actor)``), it is named."""
+    checked = []
+    for module in (api_keys, bridged_connections, connections, orgs, roles, secrets):
+        for name, function in inspect.getmembers(module, inspect.isfunction):
+            parameters = inspect.signature(function).parameters
+            actor = parameters.get("actor")
+            if function.__module__ == module.__name__ and actor is not None:
+                assert actor.default is inspect.Parameter.empty, f"{module.__name__}.{name} defaults its actor"
+                if not name.startswith("_") and next(iter(parameters)) != "actor":
+                    assert actor.kind is inspect.Parameter.KEYWORD_ONLY, f"{module.__name__}.{name}"
+                checked.append(name)
+    assert {"create_connection", "delete_org", "create_role", "set_secrets", "effective_permissions"} <= set(checked)
