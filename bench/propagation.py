@@ -60,6 +60,7 @@ class Poller:
 
 def measure_propagation(settings: Settings, port: int, seeded: SeededOrg, upstream_url: str,
                         changes: int = 100) -> PropagationResult:
+    from control_plane.services.actors import OPERATOR
     from control_plane.services.api_keys import create_api_key, revoke_api_key
     from control_plane.services.connections import create_connection
     from control_plane.services.orgs import find_org, find_user
@@ -75,15 +76,15 @@ def measure_propagation(settings: Settings, port: int, seeded: SeededOrg, upstre
                 kind = ("connection", "key", "revocation")[n % 3]
                 started = time.perf_counter()
                 if kind == "connection":
-                    connection = create_connection(org, f"propagation-{n}", upstream_url)
+                    connection = create_connection(org, f"propagation-{n}", upstream_url, actor=OPERATOR)
                     elapsed = poller.wait_for(connection.id, seeded.api_key, 200, started)
                 elif kind == "key":
-                    key, row = create_api_key(org, member, f"propagation-{n}")
+                    key, row = create_api_key(org, member, f"propagation-{n}", actor=OPERATOR)
                     key_to_revoke = (row.id, key)
                     elapsed = poller.wait_for(seeded.connection_id, key, 200, started)
                 else:
                     key_id, key = key_to_revoke
-                    revoke_api_key(org, key_id)
+                    revoke_api_key(org, key_id, actor=OPERATOR)
                     elapsed = poller.wait_for(seeded.connection_id, key, 401, started)
                 result.changes += 1
                 result.by_kind[kind] = result.by_kind.get(kind, 0) + 1

@@ -67,6 +67,7 @@ def migrate(settings: Settings) -> None:
 
 
 def seed(settings: Settings, upstream_url: str, filler_orgs: int = FILLER_ORGS, per_org: int = PER_ORG) -> SeededOrg:
+    from control_plane.services.actors import OPERATOR
     from control_plane.services.api_keys import create_api_key
     from control_plane.services.connections import create_connection
     from control_plane.services.orgs import add_member, create_org, create_user
@@ -75,14 +76,14 @@ def seed(settings: Settings, upstream_url: str, filler_orgs: int = FILLER_ORGS, 
     with service_context(settings, publish=False):
         owner = create_user("owner@bench.local", "bench-owner-password")
         member = create_user("client@bench.local", "bench-client-password")
-        orgs = [create_org("Bench", owner, slug="bench")]
-        orgs += [create_org(f"Filler {n}", owner, slug=f"filler-{n}") for n in range(filler_orgs)]
-        add_member(orgs[0], member, role="member")
-        echo = create_connection(orgs[0], "echo", upstream_url)
-        api_key, _ = create_api_key(orgs[0], member, "bench-load")
+        orgs = [create_org("Bench", owner, slug="bench", actor=OPERATOR)]
+        orgs += [create_org(f"Filler {n}", owner, slug=f"filler-{n}", actor=OPERATOR) for n in range(filler_orgs)]
+        add_member(orgs[0], member, role="member", actor=OPERATOR)
+        echo = create_connection(orgs[0], "echo", upstream_url, actor=OPERATOR)
+        api_key, _ = create_api_key(orgs[0], member, "bench-load", actor=OPERATOR)
         for org in orgs:
             for n in range(per_org):
-                create_connection(org, f"filler-{n}", FILLER_URL.format(n))
-                create_api_key(org, owner, f"filler-{n}")
+                create_connection(org, f"filler-{n}", FILLER_URL.format(n), actor=OPERATOR)
+                create_api_key(org, owner, f"filler-{n}", actor=OPERATOR)
         return SeededOrg(org_id=orgs[0].id, member_email=member.email, connection_id=echo.id, api_key=api_key,
                          orgs=len(orgs), connections=1 + len(orgs) * per_org, api_keys=1 + len(orgs) * per_org)

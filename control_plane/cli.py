@@ -116,9 +116,10 @@ def orgs() -> None:
 @click.pass_obj
 def orgs_create(settings: Settings, name: str, owner: str, as_json: bool) -> None:
     from control_plane.services import orgs as svc
+    from control_plane.services.actors import OPERATOR
 
     with _services(settings):
-        org = svc.create_org(name, svc.find_user(owner))
+        org = svc.create_org(name, svc.find_user(owner), actor=OPERATOR)
         _emit(as_json, {"id": org.id, "name": org.name, "slug": org.slug}, org.id)
 
 
@@ -155,6 +156,7 @@ def connections_add(settings: Settings, name, url, sse_url, command_line, org_re
     sealed; listings show only a mask of each."""
     from control_plane.services import bridged_connections as bridged
     from control_plane.services import connections as svc
+    from control_plane.services.actors import OPERATOR
     from control_plane.services.orgs import find_org
     from control_plane.services.secrets import secret_masks
 
@@ -165,11 +167,11 @@ def connections_add(settings: Settings, name, url, sse_url, command_line, org_re
         secrets = collect_secrets(**secret_opts)
         if command_line is not None:
             command, args = bridged.parse_command_line(command_line)
-            conn = bridged.create_stdio_connection(org, name, command, args, secrets=secrets)
+            conn = bridged.create_stdio_connection(org, name, command, args, secrets=secrets, actor=OPERATOR)
         elif sse_url is not None:
-            conn = bridged.create_sse_connection(org, name, sse_url, secrets=secrets)
+            conn = bridged.create_sse_connection(org, name, sse_url, secrets=secrets, actor=OPERATOR)
         else:
-            conn = svc.create_connection(org, name, url, secrets=secrets)
+            conn = svc.create_connection(org, name, url, secrets=secrets, actor=OPERATOR)
         _emit(as_json, _connection_row(conn, secret_masks(org)), conn.id)
 
 
@@ -183,13 +185,14 @@ def connections_add(settings: Settings, name, url, sse_url, command_line, org_re
 @click.pass_obj
 def connections_set_secret(settings: Settings, connection_ref, removals, org_ref, as_json, **secret_opts) -> None:
     """Set, replace or remove secrets of a connection (by id or name)."""
+    from control_plane.services.actors import OPERATOR
     from control_plane.services.orgs import find_org
     from control_plane.services.secrets import find_connection, secret_masks, set_secrets
 
     with _services(settings):
         org = find_org(org_ref)
         conn = find_connection(org, connection_ref)
-        set_secrets(org, conn, collect_secrets(**secret_opts), tuple(removals))
+        set_secrets(org, conn, collect_secrets(**secret_opts), tuple(removals), actor=OPERATOR)
         row = _connection_row(conn, secret_masks(org))
         _emit(as_json, row, f"{conn.id}: " + (", ".join(f"{k}={v}" for k, v in row["secrets"].items()) or "no secrets"))
 
@@ -212,13 +215,14 @@ def _connection_target(row: dict) -> str:
 @click.pass_obj
 def connections_list(settings: Settings, org_ref, as_json) -> None:
     from control_plane.services import connections as svc
+    from control_plane.services.actors import OPERATOR
     from control_plane.services.orgs import find_org
     from control_plane.services.secrets import secret_masks
 
     with _services(settings):
         org = find_org(org_ref)
         masks = secret_masks(org)
-        rows = [_connection_row(c, masks) for c in svc.list_connections(org)]
+        rows = [_connection_row(c, masks) for c in svc.list_connections(org, actor=OPERATOR)]
         _emit(as_json, rows, "\n".join(
             f"{r['id']}  {r['status']:<8} {r['transport']:<5} {r['name']:<24} {_connection_target(r)}"
             + "".join(f"  {k}={v}" for k, v in r["secrets"].items()) for r in rows))
@@ -234,10 +238,10 @@ def _json_arg(text: str | None, what: str):
 
 
 def _key_row(row) -> dict:
-    from shared.policy import scope_layers
+    from shared.policy import readable_scope
 
     return {"id": row.id, "name": row.name, "prefix": row.prefix, "org_id": row.org_id, "user_id": row.user_id,
-            "scope": scope_layers(row.scope) or None, "created_at": row.created_at, "expires_at": row.expires_at,
+            "scope": readable_scope(row.scope) or None, "created_at": row.created_at, "expires_at": row.expires_at,
             "revoked_at": row.revoked_at, "last_used_at": row.last_used_at}
 
 
@@ -258,13 +262,15 @@ def keys_create(settings: Settings, name, org_ref, user_ref, scope, expires_in_d
     """Create an API key and print it. It is shown this once and never again."""
     from control_plane.models import utcnow
     from control_plane.services import orgs as org_svc
+    from control_plane.services.actors import OPERATOR
     from control_plane.services.api_keys import create_api_key
 
     with _services(settings):
         org = org_svc.find_org(org_ref)
         user = org_svc.find_user(user_ref) if user_ref else org_svc.org_owner(org)
         expires = utcnow() + timedelta(days=expires_in_days) if expires_in_days else None
-        key, row = create_api_key(org, user, name, scope=_json_arg(scope, "--scope"), expires_at=expires)
+        key, row = create_api_key(org, user, name, scope=_json_arg(scope, "--scope"), expires_at=expires,
+                                  actor=OPERATOR)
         _emit(as_json, {**_key_row(row), "key": key}, key)
 
 
@@ -274,11 +280,12 @@ def keys_create(settings: Settings, name, org_ref, user_ref, scope, expires_in_d
 @click.pass_obj
 def keys_list(settings: Settings, org_ref, as_json) -> None:
     """API keys (never the keys themselves: their prefixes)."""
+    from control_plane.services.actors import OPERATOR
     from control_plane.services.api_keys import list_api_keys
     from control_plane.services.orgs import find_org
 
     with _services(settings):
-        rows = [_key_row(r) for r in list_api_keys(find_org(org_ref))]
+        rows = [_key_row(r) for r in list_api_keys(find_org(org_ref), actor=OPERATOR)]
         _emit(as_json, rows, "\n".join(
             f"{r['id']}  {r['prefix']}  {'revoked' if r['revoked_at'] else 'active':<8} {r['name']}" for r in rows))
 
@@ -290,11 +297,12 @@ def keys_list(settings: Settings, org_ref, as_json) -> None:
 @click.pass_obj
 def keys_revoke(settings: Settings, key_id, org_ref, as_json) -> None:
     """Revoke a key; every data plane refuses it within a second."""
+    from control_plane.services.actors import OPERATOR
     from control_plane.services.api_keys import revoke_api_key
     from control_plane.services.orgs import find_org
 
     with _services(settings):
-        row = revoke_api_key(find_org(org_ref), key_id)
+        row = revoke_api_key(find_org(org_ref), key_id, actor=OPERATOR)
         _emit(as_json, _key_row(row), f"revoked {row.id}")
 
 
@@ -317,10 +325,12 @@ def _role_row(role) -> dict:
 @click.pass_obj
 def roles_create(settings: Settings, name, permissions, description, org_ref, as_json) -> None:
     from control_plane.services import roles as svc
+    from control_plane.services.actors import OPERATOR
     from control_plane.services.orgs import find_org
 
     with _services(settings):
-        role = svc.create_role(find_org(org_ref), name, _json_arg(permissions, "--permissions"), description)
+        role = svc.create_role(find_org(org_ref), name, _json_arg(permissions, "--permissions"), description,
+                               actor=OPERATOR)
         _emit(as_json, _role_row(role), role.id)
 
 
@@ -335,11 +345,13 @@ def roles_create(settings: Settings, name, permissions, description, org_ref, as
 def roles_update(settings: Settings, role_ref, name, permissions, description, org_ref, as_json) -> None:
     """Change a role (by id or name); members holding it are affected within a second."""
     from control_plane.services import roles as svc
+    from control_plane.services.actors import OPERATOR
     from control_plane.services.orgs import find_org
 
     with _services(settings):
         role = svc.update_role(find_org(org_ref), role_ref, name=name,
-                               permissions=_json_arg(permissions, "--permissions"), description=description)
+                               permissions=_json_arg(permissions, "--permissions"), description=description,
+                               actor=OPERATOR)
         _emit(as_json, _role_row(role), f"updated {role.id}")
 
 
@@ -349,10 +361,11 @@ def roles_update(settings: Settings, role_ref, name, permissions, description, o
 @click.pass_obj
 def roles_delete(settings: Settings, role_ref, org_ref) -> None:
     from control_plane.services import roles as svc
+    from control_plane.services.actors import OPERATOR
     from control_plane.services.orgs import find_org
 
     with _services(settings):
-        svc.delete_role(find_org(org_ref), role_ref)
+        svc.delete_role(find_org(org_ref), role_ref, actor=OPERATOR)
         click.echo(f"deleted {role_ref}")
 
 
@@ -362,10 +375,11 @@ def roles_delete(settings: Settings, role_ref, org_ref) -> None:
 @click.pass_obj
 def roles_list(settings: Settings, org_ref, as_json) -> None:
     from control_plane.services import roles as svc
+    from control_plane.services.actors import OPERATOR
     from control_plane.services.orgs import find_org
 
     with _services(settings):
-        rows = svc.list_roles(find_org(org_ref))
+        rows = svc.list_roles(find_org(org_ref), actor=OPERATOR)
         _emit(as_json, rows, "\n".join(f"{r['id']:<24} {r['name']}{' (built-in)' if r['builtin'] else ''}"
                                         for r in rows))
 
@@ -413,10 +427,11 @@ def _member_row(member, user) -> dict:
 @click.pass_obj
 def members_add(settings: Settings, email, role, org_ref, as_json) -> None:
     from control_plane.services import orgs as svc
+    from control_plane.services.actors import OPERATOR
 
     with _services(settings):
         user = svc.find_user(email)
-        member = svc.add_member(svc.find_org(org_ref), user, role)
+        member = svc.add_member(svc.find_org(org_ref), user, role, actor=OPERATOR)
         _emit(as_json, _member_row(member, user), member.id)
 
 
@@ -428,10 +443,11 @@ def members_add(settings: Settings, email, role, org_ref, as_json) -> None:
 @click.pass_obj
 def members_set_role(settings: Settings, email, role, org_ref, as_json) -> None:
     from control_plane.services import orgs as svc
+    from control_plane.services.actors import OPERATOR
 
     with _services(settings):
         user = svc.find_user(email)
-        member = svc.update_member_role(svc.find_org(org_ref), user, role)
+        member = svc.update_member_role(svc.find_org(org_ref), user, role, actor=OPERATOR)
         _emit(as_json, _member_row(member, user), f"{email} is now {role}")
 
 
@@ -442,9 +458,10 @@ def members_set_role(settings: Settings, email, role, org_ref, as_json) -> None:
 def members_remove(settings: Settings, email, org_ref) -> None:
     """Remove a member; their API keys stop working within a second."""
     from control_plane.services import orgs as svc
+    from control_plane.services.actors import OPERATOR
 
     with _services(settings):
-        svc.remove_member(svc.find_org(org_ref), svc.find_user(email))
+        svc.remove_member(svc.find_org(org_ref), svc.find_user(email), actor=OPERATOR)
         click.echo(f"removed {email}")
 
 
@@ -454,9 +471,10 @@ def members_remove(settings: Settings, email, org_ref) -> None:
 @click.pass_obj
 def members_list(settings: Settings, org_ref, as_json) -> None:
     from control_plane.services import orgs as svc
+    from control_plane.services.actors import OPERATOR
 
     with _services(settings):
-        rows = [_member_row(m, u) for m, u in svc.list_members(svc.find_org(org_ref))]
+        rows = [_member_row(m, u) for m, u in svc.list_members(svc.find_org(org_ref), actor=OPERATOR)]
         _emit(as_json, rows, "\n".join(f"{r['email']:<32} {r['role']}" for r in rows))
 
 
@@ -470,9 +488,10 @@ def members_invite(settings: Settings, email, role, org_ref, as_json) -> None:
     """Invite someone by email and print the invitation's token. The invitation email is written to
     <data dir>/outbox/ until an email provider exists."""
     from control_plane.services import orgs as svc
+    from control_plane.services.actors import OPERATOR
 
     with _services(settings):
-        token = svc.invite(svc.find_org(org_ref), email, role)
+        token = svc.invite(svc.find_org(org_ref), email, role, actor=OPERATOR)
         _emit(as_json, {"email": email, "role": role, "token": token}, token)
 
 
@@ -499,10 +518,11 @@ def members_accept(settings: Settings, token, password_stdin, as_json) -> None:
 def members_permissions(settings: Settings, email, org_ref, as_json) -> None:
     """A member's effective permissions, decided by the evaluator the data plane runs."""
     from control_plane.services import orgs as svc
+    from control_plane.services.actors import OPERATOR
     from control_plane.services.roles import effective_permissions
 
     with _services(settings):
-        effective = effective_permissions(svc.find_org(org_ref), svc.find_user(email))
+        effective = effective_permissions(svc.find_org(org_ref), svc.find_user(email), actor=OPERATOR)
         effective.pop("can")
         _emit(as_json, effective, json.dumps(effective, indent=2))
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 
 import click
 
@@ -62,7 +63,7 @@ def collect_secrets(bearer, bearer_env, basic, basic_env, headers, header_envs, 
 def _maybe_stdin(value: str | None, prompt: str) -> str | None:
     if value != STDIN:
         return value
-    stream = click.get_text_stream("stdin")
+    stream = sys.stdin  # click.get_text_stream is deprecated; CliRunner swaps sys.stdin as well
     if stream.isatty():
         return click.prompt(prompt, hide_input=True)
     return stream.readline().rstrip("\r\n")

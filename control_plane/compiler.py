@@ -3,8 +3,9 @@
 Only what the data plane may act on goes in: active connections, and keys that are not revoked
 and whose user is still a member of the org, each pointing at the policy it is decided by: its
 role's (shared by every key of that role) or, for a narrowed key, its own (role + each of its
-scope documents: ``shared.policy.scope_layers``). A key
-whose owner left, or whose role vanished, stops working with the next snapshot.
+scope documents), built by ``shared.policy.principal_documents`` as every reader builds it. A key
+whose owner left stops working with the next snapshot; one whose role vanished or whose scope
+cannot be read is allowed nothing (fail closed).
 
 Connection secrets are added by ``deliver`` (``control_plane.vault.Vault.deliver``), which seals
 them for the data plane; without it a snapshot carries no credentials at all.
@@ -18,8 +19,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from control_plane.models import ApiKey, Connection, Member, Organization, Role
-from shared.policy import PolicyError, normalize, role_document, scope_layers
+from control_plane.models import ApiKey, Connection, Organization, Role, usable_keys
+from shared.policy import principal_documents
 from shared.snapshot import ConnectionRoute, KeyGrant, Snapshot
 
 
@@ -37,22 +38,13 @@ def compile_snapshot(session: Session, org_id: str, deliver=None) -> Snapshot:
     if deliver is not None:
         connections = deliver(session, org_id, connections)
     custom = dict(session.execute(sa.select(Role.id, Role.permissions).where(Role.org_id == org_id)).all())
-    rows = session.execute(
-        sa.select(ApiKey, Member.role)
-        .join(Member, sa.and_(Member.org_id == ApiKey.org_id, Member.user_id == ApiKey.user_id))
-        .where(ApiKey.org_id == org_id, ApiKey.revoked_at.is_(None))
-    ).tuples()
+    rows = session.execute(usable_keys().where(ApiKey.org_id == org_id))
     policies: dict[str, list[dict[str, Any]]] = {}
     api_keys: dict[str, KeyGrant] = {}
     for key, role in rows:
-        try:
-            base = normalize(role_document(role, custom))
-            scope = scope_layers(key.scope)
-            policy_id = f"key:{key.id}" if scope else f"role:{role}"
-            if policy_id not in policies:
-                policies[policy_id] = [base, *scope]
-        except PolicyError:
-            continue  # a key whose permissions cannot be decided is left out: fail closed
+        documents = principal_documents(role, custom, key.scope)
+        policy_id = f"key:{key.id}" if len(documents) > 1 else f"role:{role}"
+        policies.setdefault(policy_id, documents)
         api_keys[key.key_hash] = KeyGrant(
             key_id=key.id,
             user_id=key.user_id,

@@ -130,6 +130,15 @@ class ApiKey(db.Model):
     last_used_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
+def usable_keys() -> sa.Select:
+    """The one query for keys that may authenticate, with their owner's role: not revoked, and
+    their user still a member of the key's org. Expiry is decided at each use (by the data plane
+    on every call, by the management server at each request), since it comes without a change."""
+    return (sa.select(ApiKey, Member.role)
+            .join(Member, sa.and_(Member.org_id == ApiKey.org_id, Member.user_id == ApiKey.user_id))
+            .where(ApiKey.revoked_at.is_(None)))
+
+
 class AdminAudit(db.Model):
     """One admin operation: written by the service that made the change, in its transaction."""
 

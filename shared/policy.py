@@ -17,7 +17,9 @@ does not mention allows nothing of that kind.
 
 A principal's ``Policy`` is a list of such documents that must all allow (its role, then its
 key's scope documents if the key was narrowed: ``scope_layers``), so a narrowed key can never
-exceed its user's role, nor a key made through a narrowed key the key that made it.
+exceed its user's role, nor a key made through a narrowed key the key that made it. That list is
+built in one place, ``principal_documents``, for the data plane's snapshot and the control
+plane's checks and views alike, so they cannot disagree; what cannot be decided allows nothing.
 
 Compiled once per snapshot: exact names go in sets; wildcard patterns are indexed by their
 literal head (the text before the first ``*``) and matched without backtracking: the head and
@@ -385,15 +387,42 @@ class Policy:
 def scope_layers(scope: Any) -> list[dict[str, Any]]:
     """An API key's narrowing scope as stored, as the list of documents that must all allow:
     ``None`` (not narrowed) → ``[]``; one document (keys made before scopes could stack) → that
-    one; a list of documents (a key made through a narrowed key: its scope, then the new one)
-    → each. Every document is validated (``PolicyError`` otherwise)."""
+    one; a list (or tuple) of documents (a key made through a narrowed key: its scope, then the
+    new one) → each. Every document is validated (``PolicyError`` otherwise)."""
     if scope is None:
         return []
     if isinstance(scope, Mapping):
         return [normalize(scope)]
-    if isinstance(scope, list) and scope:
+    if isinstance(scope, list | tuple) and scope:
         return [normalize(doc) for doc in scope]
     raise PolicyError("a key's scope must be a permission document or a non-empty list of them")
+
+
+# What a principal whose permissions cannot be decided gets: nothing (fail closed).
+DENY_ALL: dict[str, Any] = normalize({})
+
+
+def readable_scope(scope: Any) -> list[dict[str, Any]]:
+    """``scope_layers``, failing closed: a stored scope that cannot be read narrows to nothing."""
+    try:
+        return scope_layers(scope)
+    except PolicyError:
+        return [DENY_ALL]
+
+
+def principal_documents(role: str, custom_roles: Mapping[str, Mapping[str, Any]],
+                        scope: Any = None) -> list[dict[str, Any]]:
+    """The one way a principal's effective policy is built, for the data plane's snapshot and the
+    control plane's checks and views alike: the documents that must all allow for a member
+    holding ``role`` (a built-in name or a custom role id of ``custom_roles``), acting through a
+    key narrowed by ``scope`` (as ``ApiKey.scope`` stores it; ``None``: not narrowed). Fails
+    closed, the same way for every reader: a role that does not resolve, or a document that
+    does not validate, allows nothing (``DENY_ALL`` in its place)."""
+    try:
+        base = normalize(role_document(role, custom_roles))
+    except PolicyError:
+        base = DENY_ALL
+    return [base, *readable_scope(scope)]
 
 
 def role_document(role: str, custom_roles: Mapping[str, Mapping[str, Any]]) -> Mapping[str, Any]:

@@ -7,11 +7,10 @@ from __future__ import annotations
 from datetime import UTC
 
 import anyio
-import sqlalchemy as sa
 from flask import Flask
 from mcp.server.auth.provider import AccessToken
 
-from control_plane.models import ApiKey, Member, db, utcnow
+from control_plane.models import ApiKey, db, usable_keys, utcnow
 from shared.apikeys import hash_key
 
 
@@ -24,11 +23,7 @@ class ApiKeyVerifier:
 
     def _lookup(self, token: str) -> AccessToken | None:
         with self.app.app_context():
-            row = db.session.execute(
-                sa.select(ApiKey, Member.role)
-                .join(Member, sa.and_(Member.org_id == ApiKey.org_id, Member.user_id == ApiKey.user_id))
-                .where(ApiKey.key_hash == hash_key(token), ApiKey.revoked_at.is_(None))
-            ).first()
+            row = db.session.execute(usable_keys().where(ApiKey.key_hash == hash_key(token))).first()
             if row is None:
                 return None
             key, _role = row

@@ -26,7 +26,7 @@ from control_plane.services.errors import NotFound
 from control_plane.services.secrets import credential_fields, masks_of
 from control_plane.status_view import status_out
 from shared.credentials import mask_url
-from shared.policy import Policy, PolicyError, scope_layers
+from shared.policy import DENY_ALL, Policy, readable_scope
 
 Id = Annotated[str, Field(min_length=1, max_length=64)]
 Name = Annotated[str, Field(min_length=1, max_length=200)]
@@ -62,11 +62,7 @@ class Caller:
 
     @property
     def key(self) -> KeyBinding:
-        try:
-            layers = tuple(scope_layers(self.scope))
-        except PolicyError:
-            layers = ({},)  # a scope that cannot be read allows nothing
-        return KeyBinding(self.key_id, self.key_org_id, layers, self.expires_at)
+        return KeyBinding(self.key_id, self.key_org_id, tuple(readable_scope(self.scope)), self.expires_at)
 
     def actor_in(self, org: Organization) -> Actor:
         return member_actor(org, self.user_id, self.key)
@@ -205,10 +201,7 @@ def key_out(k) -> dict:
 
 
 def _scope_out(scope) -> list[dict[str, Any]] | None:
-    try:
-        return scope_layers(scope) or None
-    except PolicyError:
-        return [{}]  # shown as what it is: a scope that allows nothing
+    return readable_scope(scope) or None  # one that cannot be read is shown as what it is: allowing nothing
 
 
 # -- arguments and handlers -------------------------------------------------------------------
@@ -226,7 +219,7 @@ def organization_create(caller: Caller, a: OrgCreate) -> dict:
 def _as_user(caller: Caller) -> Actor:
     """The user outside any org: no rights of their own beyond founding orgs and listing theirs
     (both limited by the key acted through)."""
-    return Actor(user_id=caller.user_id, org_id=None, role=None, policy=Policy([{}]), key=caller.key)
+    return Actor(user_id=caller.user_id, org_id=None, role=None, policy=Policy([DENY_ALL]), key=caller.key)
 
 
 class NoArgs(Args):

@@ -24,7 +24,7 @@ import sqlalchemy as sa
 
 from control_plane.models import Member, Organization, Role, db
 from control_plane.services.errors import Forbidden, NotFound
-from shared.policy import KINDS, Policy, PolicyError, normalize, role_document
+from shared.policy import KINDS, Policy, PolicyError, normalize, principal_documents
 
 # How many refused grants an error names before "and N more".
 _NAMED = 5
@@ -77,11 +77,7 @@ def member_actor(org: Organization, user_id: str, key: KeyBinding | None = None)
     role = db.session.scalar(sa.select(Member.role).where(Member.org_id == org.id, Member.user_id == user_id))
     if role is None:
         raise NotFound("no such organization")
-    try:
-        policy = Policy([role_document(role, custom_role_documents(org.id)), *(key.scope if key else ())])
-    except PolicyError:
-        # A role or scope that no longer resolves grants nothing (fail closed).
-        policy = Policy([{}])
+    policy = Policy(principal_documents(role, custom_role_documents(org.id), (key.scope or None) if key else None))
     return Actor(user_id=user_id, org_id=org.id, role=role, policy=policy, key=key)
 
 

@@ -10,7 +10,7 @@ and expires no later than the creating key."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -18,14 +18,14 @@ from flask import current_app
 
 from control_plane.models import ApiKey, Member, Organization, User, db, utcnow
 from control_plane.services import audit, commit_and_publish, org_changed
-from control_plane.services.actors import OPERATOR, Actor, require
+from control_plane.services.actors import Actor, require
 from control_plane.services.errors import Forbidden, InvalidInput, NotFound
+from control_plane.services.permissions import org_document
 from shared.apikeys import generate_key, hash_key
-from shared.policy import PolicyError, normalize
 
 
 def create_api_key(org: Organization, user: User, name: str, *, scope: Any = None,
-                   expires_at: datetime | None = None, actor: Actor = OPERATOR) -> tuple[str, ApiKey]:
+                   expires_at: datetime | None = None, actor: Actor) -> tuple[str, ApiKey]:
     """Returns the key itself (the only time it exists outside the caller) and its row.
     ``scope`` (a permission document) narrows the key; an ``actor`` acting through a key narrows
     it further by that key's scope and caps its expiry at that key's."""
@@ -39,10 +39,7 @@ def create_api_key(org: Organization, user: User, name: str, *, scope: Any = Non
         raise InvalidInput("an API key needs a name of 1 to 200 characters")
     layers = list(actor.scope)  # made through a narrowed key: narrowed by it first
     if scope is not None:
-        try:
-            layers.append(normalize(scope))
-        except PolicyError as error:
-            raise InvalidInput(f"invalid scope: {error}") from None
+        layers.append(org_document(org, scope, "scope"))
     limit = actor.key.expires_at if actor.key is not None else None
     if limit is not None and (expires_at is None or expires_at > limit):
         expires_at = limit  # no key outlives the key that made it
@@ -65,7 +62,7 @@ def _visible(org: Organization, actor: Actor):
     return query
 
 
-def revoke_api_key(org: Organization, key_id: str, *, actor: Actor = OPERATOR) -> ApiKey:
+def revoke_api_key(org: Organization, key_id: str, *, actor: Actor) -> ApiKey:
     require(actor, org)
     row = db.session.scalar(_visible(org, actor).where(ApiKey.id == key_id))
     if row is None:
@@ -79,7 +76,7 @@ def revoke_api_key(org: Organization, key_id: str, *, actor: Actor = OPERATOR) -
     return row
 
 
-def list_api_keys(org: Organization, *, actor: Actor = OPERATOR) -> list[ApiKey]:
+def list_api_keys(org: Organization, *, actor: Actor) -> list[ApiKey]:
     """Keys the actor may see, with ``last_used_at`` brought up to date from what the data
     planes reported (they note use in Redis, at most once a minute per key)."""
     require(actor, org)
@@ -88,7 +85,7 @@ def list_api_keys(org: Organization, *, actor: Actor = OPERATOR) -> list[ApiKey]
     if publisher is not None and rows:
         for row, seen in zip(rows, publisher.key_last_used([r.id for r in rows])):
             if seen is not None:
-                used = datetime.utcfromtimestamp(seen)
+                used = datetime.fromtimestamp(seen, UTC).replace(tzinfo=None)  # naive UTC, as stored
                 if row.last_used_at is None or used > row.last_used_at:
                     row.last_used_at = used
         db.session.commit()

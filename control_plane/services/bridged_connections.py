@@ -15,7 +15,7 @@ from __future__ import annotations
 import shlex
 
 from control_plane.models import Connection, Organization, new_id
-from control_plane.services.actors import OPERATOR, Actor, require
+from control_plane.services.actors import Actor, require
 from control_plane.services.connections import check_upstream_address, save_new_connection, validate_upstream_url
 from control_plane.services.errors import Forbidden, InvalidInput
 from control_plane.services.secrets import check_fields_for
@@ -55,7 +55,7 @@ def _check_stdio(command: str, args: list[str]) -> None:
 
 
 def create_stdio_connection(org: Organization, name: str, command: str, args: list[str] | None = None,
-                            secrets: dict[str, str] | None = None, *, actor: Actor = OPERATOR) -> Connection:
+                            secrets: dict[str, str] | None = None, *, actor: Actor) -> Connection:
     """A connection whose upstream is ``command args…`` run by the bridge, speaking MCP on stdio.
     ``secrets`` may hold only ``env:NAME`` fields: the command's environment."""
     require(actor, org, "connections.write")
@@ -70,18 +70,18 @@ def create_stdio_connection(org: Organization, name: str, command: str, args: li
     _check_stdio(command, args)
     connection = Connection(id=new_id("conn"), org_id=org.id, name=_check_name(name), url="", transport="stdio",
                             status="active", command=command, args=args)
-    return save_new_connection(org, connection, secrets, actor)
+    return save_new_connection(org, connection, secrets, actor=actor)
 
 
 def create_sse_connection(org: Organization, name: str, url: str, secrets: dict[str, str] | None = None, *,
-                          actor: Actor = OPERATOR) -> Connection:
+                          actor: Actor) -> Connection:
     """A connection to a server speaking the legacy HTTP+SSE transport at ``url`` (its GET
     endpoint, usually ``…/sse``); its credentials go with every request the bridge makes to it."""
     require(actor, org, "connections.write")
     secrets = dict(secrets or {})
     check_fields_for("sse", secrets)
     url = validate_upstream_url(url)
-    check_upstream_address(url, actor)
+    check_upstream_address(url, actor=actor)
     connection = Connection(id=new_id("conn"), org_id=org.id, name=_check_name(name), url=url,
                             transport="sse", status="active", allow_private=actor.is_operator)
-    return save_new_connection(org, connection, secrets, actor)
+    return save_new_connection(org, connection, secrets, actor=actor)

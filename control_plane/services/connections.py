@@ -15,9 +15,9 @@ from urllib.parse import urlsplit
 import sqlalchemy as sa
 from flask import current_app
 
-from control_plane.models import Connection, Organization, db, new_id, utcnow
+from control_plane.models import Connection, ConnectionSecret, Organization, db, new_id, utcnow
 from control_plane.services import audit, commit_and_publish, org_changed
-from control_plane.services.actors import OPERATOR, Actor, require
+from control_plane.services.actors import Actor, require
 from control_plane.services.errors import InvalidInput, NotFound
 from control_plane.services.secrets import (
     canonical_field,
@@ -58,7 +58,7 @@ def validate_upstream_url(url: str) -> str:
     return url
 
 
-def check_upstream_address(url: str, actor: Actor) -> None:
+def check_upstream_address(url: str, *, actor: Actor) -> None:
     """Refuse an upstream whose host resolves to an address the gateway may not call
     (``shared.upstream_addresses``): never link-local, metadata or the gateway's own ports; for a
     connection registered over the network, no loopback or private address outside
@@ -80,7 +80,7 @@ def check_upstream_address(url: str, actor: Actor) -> None:
 
 def create_connection(org: Organization, name: str, url: str, headers: dict[str, str] | None = None,
                       transport: str = "http", secrets: dict[str, str] | None = None, *,
-                      actor: Actor = OPERATOR) -> Connection:
+                      actor: Actor) -> Connection:
     """``headers`` and ``secrets`` (vault field -> value, see ``secrets.credential_fields``) are
     sealed into the vault in the same transaction as the connection."""
     require(actor, org, "connections.write")
@@ -91,14 +91,14 @@ def create_connection(org: Organization, name: str, url: str, headers: dict[str,
     if transport not in TRANSPORTS:
         raise InvalidInput(f"unknown transport {transport!r}; expected one of {', '.join(TRANSPORTS)}")
     url = validate_upstream_url(url)
-    check_upstream_address(url, actor)
+    check_upstream_address(url, actor=actor)
     # The id is chosen here because the secrets' envelopes are bound to it.
     connection = Connection(id=new_id("conn"), org_id=org.id, name=name, url=url,
                             transport=transport, status="active", allow_private=actor.is_operator)
-    return save_new_connection(org, connection, {**credential_fields(headers=headers), **(secrets or {})}, actor)
+    return save_new_connection(org, connection, {**credential_fields(headers=headers), **(secrets or {})}, actor=actor)
 
 
-def save_new_connection(org: Organization, connection: Connection, secrets: dict[str, str],
+def save_new_connection(org: Organization, connection: Connection, secrets: dict[str, str], *,
                         actor: Actor) -> Connection:
     """Store a new connection of any transport with its secrets, sealed and bound to its id, in one
     transaction with its audit row; then publish the org."""
@@ -115,15 +115,20 @@ def save_new_connection(org: Organization, connection: Connection, secrets: dict
     return connection
 
 
-def list_connections(org: Organization, *, actor: Actor = OPERATOR) -> list[Connection]:
+def list_connections(org: Organization, *, actor: Actor) -> list[Connection]:
     require(actor, org, "connections.read")
     return list(db.session.scalars(
         sa.select(Connection).where(Connection.org_id == org.id).order_by(Connection.created_at, Connection.id)
     ))
 
 
-def get_connection(org: Organization, connection_id: str, *, actor: Actor = OPERATOR) -> Connection:
+def get_connection(org: Organization, connection_id: str, *, actor: Actor) -> Connection:
     require(actor, org, "connections.read")
+    return _connection(org, connection_id)
+
+
+def _connection(org: Organization, connection_id: str) -> Connection:
+    """The org's connection, for a service that has already checked its actor's permission."""
     connection = db.session.scalar(sa.select(Connection).where(Connection.id == connection_id,
                                                                Connection.org_id == org.id))
     if connection is None:
@@ -133,13 +138,13 @@ def get_connection(org: Organization, connection_id: str, *, actor: Actor = OPER
 
 def update_connection(org: Organization, connection_id: str, *, name: str | None = None, url: str | None = None,
                       status: str | None = None, secrets: dict[str, str] | None = None,
-                      actor: Actor = OPERATOR) -> tuple[Connection, list[str]]:
+                      actor: Actor) -> tuple[Connection, list[str]]:
     """Change a connection's name, URL or status, and set ``secrets`` (vault field -> value, see
     ``secrets.credential_fields``) in the same transaction. Returns the connection and the
     secrets that were dropped: all it had, when the URL moves to another origin (scheme, host,
     port), but those this call sets again."""
     require(actor, org, "connections.write")
-    connection = get_connection(org, connection_id)
+    connection = _connection(org, connection_id)
     before = audit.describe(connection)
     secrets = dict(secrets or {})
     dropped: list[str] = []
@@ -157,7 +162,7 @@ def update_connection(org: Organization, connection_id: str, *, name: str | None
         except ValueError:
             old_origin = None  # a URL without an origin held no usable secret: nothing of it is kept
         connection.url = validate_upstream_url(url)
-        check_upstream_address(connection.url, actor)
+        check_upstream_address(connection.url, actor=actor)
         connection.allow_private = actor.is_operator
         if origin_of(connection) != old_origin:
             given = {canonical_field(f) for f in secrets}
@@ -181,11 +186,13 @@ def update_connection(org: Organization, connection_id: str, *, name: str | None
     return connection, dropped
 
 
-def delete_connection(org: Organization, connection_id: str, *, actor: Actor = OPERATOR) -> None:
+def delete_connection(org: Organization, connection_id: str, *, actor: Actor) -> None:
     require(actor, org, "connections.write")
-    connection = get_connection(org, connection_id)
+    connection = _connection(org, connection_id)
     audit.record(actor, "connection.delete", org_id=org.id, target=connection, before=audit.describe(connection),
                  deleted=True)
+    # Its sealed secrets go in the same transaction: none may outlive it (rotation re-wraps every row).
+    db.session.execute(sa.delete(ConnectionSecret).where(ConnectionSecret.connection_id == connection.id))
     db.session.delete(connection)
     org_changed(org.id)
     commit_and_publish(org.id)
@@ -198,7 +205,7 @@ SORTABLE = {"name": Connection.name, "created_at": Connection.created_at, "updat
 def page_connections(org: Organization, *, search: str | None = None, status: str | None = None,
                      transport: str | None = None, sort: str = "created_at", descending: bool = False,
                      limit: int = 50, cursor: str | None = None,
-                     actor: Actor = OPERATOR) -> tuple[list[Connection], str | None]:
+                     actor: Actor) -> tuple[list[Connection], str | None]:
     """A page of the org's connections, filtered and sorted; returns the page and the cursor of
     the next one (None at the end). The cursor is an offset, opaque to callers.
 
@@ -234,13 +241,13 @@ def page_connections(org: Organization, *, search: str | None = None, status: st
     return rows[:limit], (str(offset + limit) if more else None)
 
 
-def test_connection(org: Organization, connection_id: str, *, actor: Actor = OPERATOR):
+def test_connection(org: Organization, connection_id: str, *, actor: Actor):
     """Connect to the upstream with the connection's own credentials; keep its tool catalog
     (the permission matrix and policies are written against it) and the outcome."""
     from control_plane.connection_probe import ProbeResult, probe_blocking
 
     require(actor, org, "connections.write")
-    connection = get_connection(org, connection_id)
+    connection = _connection(org, connection_id)
     # The secrets are opened with the master key, for the origin the connection points at now,
     # for this one probe, and not kept.
     try:
@@ -262,7 +269,7 @@ def test_connection(org: Organization, connection_id: str, *, actor: Actor = OPE
 
 def configure_connection(org: Organization, connection_id: str, *, bearer: str | None = None,
                          basic: str | None = None, headers: dict[str, str] | None = None,
-                         remove: tuple[str, ...] = (), actor: Actor = OPERATOR) -> Connection:
+                         remove: tuple[str, ...] = (), actor: Actor) -> Connection:
     """Set (or ``remove``) the credentials the gateway adds when calling this upstream: sealed
     into the vault, write-only from here on."""
     connection = get_connection(org, connection_id, actor=actor)

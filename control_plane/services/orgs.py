@@ -54,7 +54,7 @@ def _free_slug(slug: str) -> str:
     return slug
 
 
-def create_org(name: str, owner: User, slug: str | None = None, *, actor: Actor = OPERATOR) -> Organization:
+def create_org(name: str, owner: User, slug: str | None = None, *, actor: Actor) -> Organization:
     """A new org with ``owner`` as its first owner (any user may create one, but not through a
     key narrowed by a scope: an org of one's own would hold every right the scope withholds)."""
     if not actor.is_operator and actor.user_id != owner.id:
@@ -73,7 +73,7 @@ def create_org(name: str, owner: User, slug: str | None = None, *, actor: Actor 
 
 
 def update_org(org: Organization, *, name: str | None = None, slug: str | None = None,
-               actor: Actor = OPERATOR) -> Organization:
+               actor: Actor) -> Organization:
     require(actor, org, "org.update")
     before = audit.describe(org)
     if name is not None:
@@ -85,14 +85,16 @@ def update_org(org: Organization, *, name: str | None = None, slug: str | None =
     return org
 
 
-def delete_org(org: Organization, *, actor: Actor = OPERATOR) -> None:
+def delete_org(org: Organization, *, actor: Actor) -> None:
     """Delete the org and everything in it; every data plane forgets it (a tombstone snapshot)."""
     require(actor, org, "org.delete")
     before = audit.describe(org)
     org_id = org.id
-    from control_plane.models import ApiKey, Connection, Invitation, Role
+    from control_plane.models import ApiKey, Connection, ConnectionSecret, Invitation, Role
 
-    for model in (ApiKey, Invitation, Connection, Member, Role):  # no reliance on ON DELETE CASCADE (SQLite)
+    # Explicitly, in this transaction, rather than by ON DELETE CASCADE alone: no sealed secret
+    # may outlive its org (rotation would keep re-wrapping it).
+    for model in (ApiKey, Invitation, ConnectionSecret, Connection, Member, Role):
         db.session.execute(sa.delete(model).where(model.org_id == org_id))
     audit.record(actor, "organization.delete", org_id=org_id, target=org, before=before, deleted=True)
     db.session.delete(org)
@@ -136,7 +138,7 @@ def _keep_an_owner(org: Organization, leaving: Member) -> None:
         raise Conflict(f"{org.slug} would have no owner left; make someone else owner first")
 
 
-def add_member(org: Organization, user: User, role: str = "member", *, actor: Actor = OPERATOR) -> Member:
+def add_member(org: Organization, user: User, role: str = "member", *, actor: Actor) -> Member:
     """Make ``user`` a member at once: for the operator only (``mesh members add``). Over the
     network people join by invitation (``invite``), so that nobody is made a member of an org
     without accepting, and nobody learns whether an address has an account."""
@@ -155,7 +157,7 @@ def add_member(org: Organization, user: User, role: str = "member", *, actor: Ac
     return member
 
 
-def update_member_role(org: Organization, user: User, role: str, *, actor: Actor = OPERATOR) -> Member:
+def update_member_role(org: Organization, user: User, role: str, *, actor: Actor) -> Member:
     require(actor, org, "members.manage")
     member = _member(org, user)
     stored = _role_for(org, role, actor)
@@ -171,7 +173,7 @@ def update_member_role(org: Organization, user: User, role: str, *, actor: Actor
     return member
 
 
-def remove_member(org: Organization, user: User, *, actor: Actor = OPERATOR) -> None:
+def remove_member(org: Organization, user: User, *, actor: Actor) -> None:
     # Leaving needs no permission; removing someone else does, and so does leaving through a key
     # narrowed by a scope (the scope must allow it like any other change).
     if actor.user_id != user.id or actor.is_scoped:
@@ -188,18 +190,18 @@ def remove_member(org: Organization, user: User, *, actor: Actor = OPERATOR) -> 
     commit_and_publish(org.id)
 
 
-def list_members(org: Organization, *, actor: Actor = OPERATOR) -> list[tuple[Member, User]]:
+def list_members(org: Organization, *, actor: Actor) -> list[tuple[Member, User]]:
     require(actor, org, "members.read")
     return list(db.session.execute(
         sa.select(Member, User).join(User, User.id == Member.user_id).where(Member.org_id == org.id)
         .order_by(Member.created_at)
-    ).tuples())
+    ).all())
 
 
 INVITATION_TTL = timedelta(days=7)
 
 
-def invite(org: Organization, email: str, role: str = "member", *, actor: Actor = OPERATOR) -> str:
+def invite(org: Organization, email: str, role: str = "member", *, actor: Actor) -> str:
     """Invite ``email`` into ``org``; returns the single-use token (for the operator's terminal
     only: network interfaces must not pass it on). The invitation email goes to the outbox
     (``control_plane.outbox``) until an email provider exists; nothing logs the token. The same
@@ -305,6 +307,6 @@ def bootstrap_first_run() -> FirstRun | None:
 
     password = secrets.token_urlsafe(18)
     user = create_user("admin@localhost", password)
-    org = create_org("Default", user, slug="default")
-    key, _ = create_api_key(org, user, name="bootstrap")
+    org = create_org("Default", user, slug="default", actor=OPERATOR)
+    key, _ = create_api_key(org, user, name="bootstrap", actor=OPERATOR)
     return FirstRun(email=user.email, password=password, org=org, api_key=key)

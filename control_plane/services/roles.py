@@ -9,16 +9,10 @@ import sqlalchemy as sa
 
 from control_plane.models import Member, Organization, Role, User, db
 from control_plane.services import audit, commit_and_publish, org_changed
-from control_plane.services.actors import OPERATOR, Actor, custom_role_documents, require, require_grantable
+from control_plane.services.actors import Actor, custom_role_documents, require, require_grantable
 from control_plane.services.errors import Conflict, InvalidInput, NotFound
-from shared.policy import BUILTIN_ROLES, Policy, PolicyError, normalize, role_document, scope_layers
-
-
-def _document(permissions: Any) -> dict[str, Any]:
-    try:
-        return normalize(permissions)
-    except PolicyError as error:
-        raise InvalidInput(f"invalid permissions: {error}") from None
+from control_plane.services.permissions import org_document
+from shared.policy import BUILTIN_ROLES, Policy, PolicyError, normalize, principal_documents, scope_layers
 
 
 def _name(name: str) -> str:
@@ -43,10 +37,10 @@ def resolve_role(org: Organization, ref: str) -> str:
 
 
 def create_role(org: Organization, name: str, permissions: Any, description: str = "", *,
-                actor: Actor = OPERATOR) -> Role:
+                actor: Actor) -> Role:
     require(actor, org, "roles.manage")
-    document = _document(permissions)
-    require_grantable(actor, document)
+    require_grantable(actor, permissions)  # first: what one may not grant is Forbidden, whatever else is wrong
+    document = org_document(org, permissions, "permissions")
     name = _name(name)
     if db.session.scalar(sa.select(Role.id).where(Role.org_id == org.id, Role.name == name)):
         raise Conflict(f"a role named {name!r} already exists in {org.slug}")
@@ -59,13 +53,13 @@ def create_role(org: Organization, name: str, permissions: Any, description: str
 
 
 def update_role(org: Organization, ref: str, *, name: str | None = None, permissions: Any = None,
-                description: str | None = None, actor: Actor = OPERATOR) -> Role:
+                description: str | None = None, actor: Actor) -> Role:
     require(actor, org, "roles.manage")
     role = find_role(org, ref)
     before = audit.describe(role)
     if permissions is not None:
-        document = _document(permissions)
-        require_grantable(actor, document)
+        require_grantable(actor, permissions)
+        document = org_document(org, permissions, "permissions")
         role.permissions = document
     if name is not None and name != role.name:
         name = _name(name)
@@ -80,7 +74,7 @@ def update_role(org: Organization, ref: str, *, name: str | None = None, permiss
     return role
 
 
-def delete_role(org: Organization, ref: str, *, actor: Actor = OPERATOR) -> None:
+def delete_role(org: Organization, ref: str, *, actor: Actor) -> None:
     require(actor, org, "roles.manage")
     role = find_role(org, ref)
     holders = db.session.scalar(sa.select(sa.func.count()).select_from(Member).where(Member.role == role.id))
@@ -92,7 +86,7 @@ def delete_role(org: Organization, ref: str, *, actor: Actor = OPERATOR) -> None
     commit_and_publish(org.id)
 
 
-def list_roles(org: Organization, *, actor: Actor = OPERATOR) -> list[dict[str, Any]]:
+def list_roles(org: Organization, *, actor: Actor) -> list[dict[str, Any]]:
     require(actor, org, "members.read")
     builtin = [{"id": name, "name": name, "builtin": True, "description": "", "permissions": normalize(doc)}
                for name, doc in BUILTIN_ROLES.items()]
@@ -102,7 +96,7 @@ def list_roles(org: Organization, *, actor: Actor = OPERATOR) -> list[dict[str, 
 
 
 def effective_permissions(org: Organization, user: User, *, scope: Any = None,
-                          actor: Actor = OPERATOR) -> dict[str, Any]:
+                          actor: Actor) -> dict[str, Any]:
     """What ``user`` (through a key narrowed by ``scope``, if given: a document or, as keys store
     it, a list of them) may do in ``org``, decided by the
     same evaluator the data plane runs. ``can(kind, connection_id, name)`` answers single questions."""
@@ -111,10 +105,11 @@ def effective_permissions(org: Organization, user: User, *, scope: Any = None,
     if role is None:
         raise NotFound(f"{user.email} is not a member of {org.slug}")
     try:
-        documents = [role_document(role, custom_role_documents(org.id)), *scope_layers(scope)]
+        scope_layers(scope)  # a scope asked about must be valid; a stored one that is not allows nothing
     except PolicyError as error:
         raise InvalidInput(f"invalid scope: {error}") from None
+    documents = principal_documents(role, custom_role_documents(org.id), scope)
     policy = Policy(documents)
-    return {"role": role, "layers": [normalize(d) for d in documents],
+    return {"role": role, "layers": documents,
             "manage": sorted(p for p in documents[0].get("manage", []) if policy.may_manage(p)),
             "can": policy.allows}

@@ -151,11 +151,10 @@ def stage_secrets(connection: Connection, secrets: dict[str, str], remove: tuple
 
 
 def set_secrets(org: Organization, connection: Connection, secrets: dict[str, str],
-                remove: tuple[str, ...] = (), *, actor=None) -> None:
+                remove: tuple[str, ...] = (), *, actor) -> None:
     from control_plane.services import audit, commit_and_publish, org_changed
-    from control_plane.services.actors import OPERATOR, require
+    from control_plane.services.actors import require
 
-    actor = actor or OPERATOR
     require(actor, org, "connections.write")
     if connection.org_id != org.id:
         raise NotFound(f"no connection {connection.id!r} in {org.slug}")
@@ -227,4 +226,4 @@ def masks_of(connection: Connection) -> dict[str, str]:
     """field -> mask for one connection (``secret_masks`` does a whole org at once)."""
     return dict(db.session.execute(sa.select(ConnectionSecret.field, ConnectionSecret.hint)
                                    .where(ConnectionSecret.connection_id == connection.id)
-                                   .order_by(ConnectionSecret.field)).tuples().all())
+                                   .order_by(ConnectionSecret.field)).all())

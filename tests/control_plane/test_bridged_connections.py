@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from control_plane.models import Connection, ConnectionSecret, db
 from control_plane.services import bridged_connections as bridged
 from control_plane.services import orgs
-from control_plane.services.actors import member_actor
+from control_plane.services.actors import OPERATOR, member_actor
 from control_plane.services.errors import Forbidden, InvalidInput
 from control_plane.services.secrets import parse_env
 
@@ -43,7 +43,7 @@ def mesh(app, settings, first):
 
 def test_a_stdio_connection_stores_its_command_and_reaches_the_snapshot(app, first, published):
     conn = bridged.create_stdio_connection(first.org, "everything", "npx",
-                                           ["-y", "@modelcontextprotocol/server-everything"], {"env:API_KEY": SECRET})
+                                           ["-y", "@modelcontextprotocol/server-everything"], {"env:API_KEY": SECRET}, actor=OPERATOR)
     db.session.expire_all()
     stored = db.session.get(Connection, conn.id)
     assert (stored.transport, stored.command, stored.args, stored.url) == (
@@ -57,17 +57,17 @@ def test_a_stdio_connection_stores_its_command_and_reaches_the_snapshot(app, fir
 
 
 def test_an_sse_connection_is_a_checked_url_with_headers(app, first, published):
-    conn = bridged.create_sse_connection(first.org, "legacy", "http://127.0.0.1:8931/sse", {"header:X-Key": SECRET})
+    conn = bridged.create_sse_connection(first.org, "legacy", "http://127.0.0.1:8931/sse", {"header:X-Key": SECRET}, actor=OPERATOR)
     route = published(first.org.id).connections[conn.id]
     assert (route.transport, route.url, sorted(route.credentials)) == ("sse", "http://127.0.0.1:8931/sse", ["header:X-Key"])
     assert SECRET not in json.dumps(route.credentials)
     with pytest.raises(InvalidInput):
-        bridged.create_sse_connection(first.org, "metadata", "http://169.254.169.254/sse")
+        bridged.create_sse_connection(first.org, "metadata", "http://169.254.169.254/sse", actor=OPERATOR)
 
 
 def test_only_the_operator_may_add_a_command_that_runs_on_the_gateway_host(app, first):
     admin = orgs.create_user("ada@example.com", "a long enough password")
-    orgs.add_member(first.org, admin, "admin")
+    orgs.add_member(first.org, admin, "admin", actor=OPERATOR)
     as_admin = member_actor(first.org, admin.id)
     with pytest.raises(Forbidden) as refused:
         bridged.create_stdio_connection(first.org, "shell", "sh", ["-c", "id"], actor=as_admin)
@@ -83,7 +83,7 @@ def test_only_the_operator_may_add_a_command_that_runs_on_the_gateway_host(app, 
 ])
 def test_stdio_commands_that_cannot_be_run_are_refused(app, first, command, args, env):
     with pytest.raises(InvalidInput):
-        bridged.create_stdio_connection(first.org, "bad", command, args, {f"env:{k}": v for k, v in env.items()})
+        bridged.create_stdio_connection(first.org, "bad", command, args, {f"env:{k}": v for k, v in env.items()}, actor=OPERATOR)
 
 
 def test_errors_about_env_name_the_variable_never_the_value(app, first):

@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from control_plane.services import connections, orgs
+from control_plane.services.actors import OPERATOR
 from shared.apikeys import hash_key
 from shared.bus import BusKeys, ChangeMessage
 from shared.envelope import Keyring, generate_key
@@ -21,7 +22,7 @@ def test_an_older_snapshot_never_replaces_a_newer_one(app, published):
 
 def test_reconcile_republishes_everything_after_redis_lost_it(app, redis_client, bus_prefix, published):
     first = orgs.bootstrap_first_run()
-    conn = connections.create_connection(first.org, "echo", "http://127.0.0.1:9/mcp")
+    conn = connections.create_connection(first.org, "echo", "http://127.0.0.1:9/mcp", actor=OPERATOR)
     keys = BusKeys(bus_prefix)
     redis_client.delete(keys.snapshots, keys.versions)  # as after a restart of a Redis that keeps nothing
     publisher = app.extensions["mesh.publisher"]
@@ -45,7 +46,7 @@ def test_published_snapshots_are_signed_for_their_org_under_the_dataplane_key(ap
 def test_the_first_reconcile_signs_again_what_an_older_gateway_or_a_forger_left_in_redis(app, redis_client, bus_prefix,
                                                                                          published):
     first = orgs.bootstrap_first_run()
-    other = orgs.create_org("Other", orgs.find_user("admin@localhost"))
+    other = orgs.create_org("Other", orgs.find_user("admin@localhost"), actor=OPERATOR)
     keys = BusKeys(bus_prefix)
     current = published(first.org.id)
     # As an older gateway (no MAC) and a forger (no key) leave them; the versions stay in step.
@@ -74,7 +75,7 @@ def test_a_version_written_into_redis_ahead_of_the_database_cannot_freeze_an_org
     from control_plane.services import api_keys
 
     user = orgs.find_user("admin@localhost")
-    _key, row = api_keys.create_api_key(first.org, user, name="made-after")
+    _key, row = api_keys.create_api_key(first.org, user, name="made-after", actor=OPERATOR)
     assert row.key_hash not in published(first.org.id).api_keys  # the compare-and-set refused it
     assert publisher.reconcile() == 1
     after = published(first.org.id)

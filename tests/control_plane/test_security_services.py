@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from control_plane.compiler import compile_snapshot
 from control_plane.models import AdminAudit, ApiKey, Connection, ConnectionSecret, Member, Organization, db, utcnow
 from control_plane.services import api_keys, connections, orgs, roles
-from control_plane.services.actors import KeyBinding, member_actor
+from control_plane.services.actors import OPERATOR, KeyBinding, member_actor
 from control_plane.services.errors import Forbidden, InvalidInput, NotFound
 from control_plane.services.secrets import clear_headers
 from shared.credentials import url_origin
@@ -71,7 +71,7 @@ def count(model) -> int:
 # -- 7: a scoped key escapes its scope ------------------------------------------------------------
 
 def test_a_key_made_through_a_scoped_key_never_exceeds_that_scope(first, admin):
-    _, narrow = api_keys.create_api_key(first.org, admin, "echo-only", scope=ECHO_ONLY)
+    _, narrow = api_keys.create_api_key(first.org, admin, "echo-only", scope=ECHO_ONLY, actor=OPERATOR)
     actor = through(narrow)
 
     _, child = api_keys.create_api_key(first.org, admin, "child", actor=actor)  # no scope asked for
@@ -96,7 +96,7 @@ def test_a_key_made_through_a_scoped_key_never_exceeds_that_scope(first, admin):
 
 def test_a_key_made_through_an_expiring_key_expires_with_it(first, admin):
     soon = utcnow() + timedelta(days=1)
-    _, creator = api_keys.create_api_key(first.org, admin, "expiring", expires_at=soon)
+    _, creator = api_keys.create_api_key(first.org, admin, "expiring", expires_at=soon, actor=OPERATOR)
     _, forever = api_keys.create_api_key(first.org, admin, "forever", actor=through(creator))
     _, later = api_keys.create_api_key(first.org, admin, "later", expires_at=soon + timedelta(days=30),
                                        actor=through(creator))
@@ -107,34 +107,34 @@ def test_a_key_made_through_an_expiring_key_expires_with_it(first, admin):
 
 
 def test_a_scoped_key_cannot_create_an_organization(first, admin):
-    _, narrow = api_keys.create_api_key(first.org, admin, "echo-only", scope=ECHO_ONLY)
+    _, narrow = api_keys.create_api_key(first.org, admin, "echo-only", scope=ECHO_ONLY, actor=OPERATOR)
     actor = through(narrow)
     before = count(Organization)
     with pytest.raises(Forbidden, match="scope"):
         orgs.create_org("Escape Hatch", admin, actor=actor)
     assert count(Organization) == before
     # An unscoped key still may; so may the operator (the CLI).
-    _, plain = api_keys.create_api_key(first.org, admin, "plain")
+    _, plain = api_keys.create_api_key(first.org, admin, "plain", actor=OPERATOR)
     assert orgs.create_org("Mine", admin, actor=through(plain)).slug == "mine"
-    assert orgs.create_org("Operator's", admin).slug == "operator-s"
+    assert orgs.create_org("Operator's", admin, actor=OPERATOR).slug == "operator-s"
 
 
 def test_a_scoped_key_reaches_no_org_but_its_own(first, admin):
-    other = orgs.create_org("Other", admin)  # the admin owns it too
+    other = orgs.create_org("Other", admin, actor=OPERATOR)  # the admin owns it too
     _, narrow = api_keys.create_api_key(first.org, admin, "echo-only",
-                                        scope={**ECHO_ONLY, "manage": ["connections.write", "connections.read"]})
+                                        scope={**ECHO_ONLY, "manage": ["connections.write", "connections.read"]}, actor=OPERATOR)
     key = KeyBinding(narrow.id, first.org.id, tuple(scope_layers(narrow.scope)))
     with pytest.raises(NotFound):
         member_actor(other, admin.id, key)
     assert [o.id for o in orgs.orgs_of(through(narrow))] == [first.org.id]
     # An unscoped key acts as its user in every org the user belongs to.
-    _, plain = api_keys.create_api_key(first.org, admin, "plain")
+    _, plain = api_keys.create_api_key(first.org, admin, "plain", actor=OPERATOR)
     assert member_actor(other, admin.id, KeyBinding(plain.id, first.org.id)).org_id == other.id
 
 
 def test_a_scoped_key_cannot_hand_out_tools_its_scope_withholds(first, admin):
     scope = {**ECHO_ONLY, "manage": ["roles.manage", "members.manage", "members.read", "connections.read"]}
-    _, narrow = api_keys.create_api_key(first.org, admin, "role-admin", scope=scope)
+    _, narrow = api_keys.create_api_key(first.org, admin, "role-admin", scope=scope, actor=OPERATOR)
     actor = through(narrow)
     with pytest.raises(Forbidden, match="'add'"):
         roles.create_role(first.org, "wide", {"tools": {"*": ["echo", "add"]}}, actor=actor)
@@ -151,23 +151,23 @@ def test_a_scoped_key_cannot_hand_out_tools_its_scope_withholds(first, admin):
 
 def test_leaving_through_a_scoped_key_needs_the_scope_to_allow_it(first, admin):
     bob = orgs.create_user("bob@example.com", "a long enough password")
-    orgs.add_member(first.org, bob, "member")
-    _, narrow = api_keys.create_api_key(first.org, bob, "echo-only", scope=ECHO_ONLY)
+    orgs.add_member(first.org, bob, "member", actor=OPERATOR)
+    _, narrow = api_keys.create_api_key(first.org, bob, "echo-only", scope=ECHO_ONLY, actor=OPERATOR)
     with pytest.raises(Forbidden, match="members.manage"):
         orgs.remove_member(first.org, bob, actor=through(narrow))
-    _, plain = api_keys.create_api_key(first.org, bob, "plain")
+    _, plain = api_keys.create_api_key(first.org, bob, "plain", actor=OPERATOR)
     orgs.remove_member(first.org, bob, actor=through(plain))
 
 
 def test_the_operator_still_makes_keys_and_orgs_as_before(first, admin):
-    key, row = api_keys.create_api_key(first.org, admin, "cli", scope=ECHO_ONLY)
+    key, row = api_keys.create_api_key(first.org, admin, "cli", scope=ECHO_ONLY, actor=OPERATOR)
     assert key.startswith(row.prefix) and scope_layers(row.scope) == scope_layers(ECHO_ONLY)
-    assert orgs.create_org("From The Shell", admin).slug == "from-the-shell"
+    assert orgs.create_org("From The Shell", admin, actor=OPERATOR).slug == "from-the-shell"
 
 
 def test_keys_stored_with_one_scope_document_keep_working(first, admin):
     """Keys made before scopes could stack hold one document, not a list."""
-    _, row = api_keys.create_api_key(first.org, admin, "legacy")
+    _, row = api_keys.create_api_key(first.org, admin, "legacy", actor=OPERATOR)
     db.session.execute(sa.update(ApiKey).where(ApiKey.id == row.id).values(scope=ECHO_ONLY))
     db.session.commit()
     db.session.refresh(row)
@@ -182,10 +182,10 @@ def test_keys_stored_with_one_scope_document_keep_working(first, admin):
 @pytest.fixture
 def editor(first):
     """A member whose custom role holds only connections.read and connections.write."""
-    roles.create_role(first.org, "connection-editor", {"manage": ["connections.read", "connections.write"]})
+    roles.create_role(first.org, "connection-editor", {"manage": ["connections.read", "connections.write"]}, actor=OPERATOR)
     eve = orgs.create_user("eve@example.com", "a long enough password")
-    orgs.add_member(first.org, eve, "connection-editor")
-    _, key = api_keys.create_api_key(first.org, eve, "eve")
+    orgs.add_member(first.org, eve, "connection-editor", actor=OPERATOR)
+    _, key = api_keys.create_api_key(first.org, eve, "eve", actor=OPERATOR)
     return through(key)
 
 
@@ -193,7 +193,7 @@ def editor(first):
 def guarded(first):
     # An address, not a name: members' changes are checked where the address resolves (no DNS here).
     return connections.create_connection(first.org, "crm", "https://1.1.1.1/mcp", {"X-Api-Key": OWNER_HEADER},
-                                         secrets={"bearer": OWNER_TOKEN})
+                                         secrets={"bearer": OWNER_TOKEN}, actor=OPERATOR)
 
 
 def stored_fields(connection_id: str) -> list[str]:
@@ -236,9 +236,9 @@ def test_a_secret_sealed_for_one_origin_never_opens_for_another(first, guarded, 
                        .values(url="https://attacker.example/mcp"))
     db.session.commit()
     db.session.refresh(guarded)
-    result = connections.test_connection(first.org, guarded.id)[1]
+    result = connections.test_connection(first.org, guarded.id, actor=OPERATOR)[1]
     assert not result.ok and "set them again" in result.error
-    connections.update_connection(first.org, guarded.id, name="crm2")
+    connections.update_connection(first.org, guarded.id, name="crm2", actor=OPERATOR)
     route = published(first.org.id).connections[guarded.id]
     assert route.status == "broken" and route.credentials == {}
 
@@ -246,7 +246,7 @@ def test_a_secret_sealed_for_one_origin_never_opens_for_another(first, guarded, 
 def test_a_connection_whose_stored_url_names_no_origin_can_still_be_given_a_new_one(first, guarded):
     db.session.execute(sa.update(Connection).where(Connection.id == guarded.id).values(url="not a url"))
     db.session.commit()
-    moved, dropped = connections.update_connection(first.org, guarded.id, url="https://crm.example/mcp")
+    moved, dropped = connections.update_connection(first.org, guarded.id, url="https://crm.example/mcp", actor=OPERATOR)
     assert sorted(dropped) == ["bearer", "header:X-Api-Key"] and stored_fields(guarded.id) == []
     assert moved.url == "https://crm.example/mcp"
 
@@ -254,9 +254,9 @@ def test_a_connection_whose_stored_url_names_no_origin_can_still_be_given_a_new_
 def test_a_stdio_connection_has_no_url_to_move(first):
     from control_plane.services import bridged_connections
 
-    conn = bridged_connections.create_stdio_connection(first.org, "cmd", "true", [], {"env:TOKEN": OWNER_TOKEN})
+    conn = bridged_connections.create_stdio_connection(first.org, "cmd", "true", [], {"env:TOKEN": OWNER_TOKEN}, actor=OPERATOR)
     with pytest.raises(InvalidInput, match="no URL"):
-        connections.update_connection(first.org, conn.id, url="https://attacker.example/mcp")
+        connections.update_connection(first.org, conn.id, url="https://attacker.example/mcp", actor=OPERATOR)
     assert stored_fields(conn.id) == ["env:TOKEN"]
 
 
@@ -265,8 +265,8 @@ def test_a_stdio_connection_has_no_url_to_move(first):
 @pytest.fixture
 def org_admin(first):
     kim = orgs.create_user("kim@example.com", "a long enough password")
-    orgs.add_member(first.org, kim, "admin")
-    _, key = api_keys.create_api_key(first.org, kim, "kim")
+    orgs.add_member(first.org, kim, "admin", actor=OPERATOR)
+    _, key = api_keys.create_api_key(first.org, kim, "kim", actor=OPERATOR)
     return through(key)
 
 
@@ -277,7 +277,7 @@ def test_over_the_network_nobody_is_made_a_member_without_accepting(first, org_a
     orgs.invite(first.org, "sam@example.com", "member", actor=org_admin)
     assert db.session.scalar(sa.select(Member).where(Member.user_id == sam.id)) is None
     # The operator (`mesh members add`) still adds directly.
-    assert orgs.add_member(first.org, sam, "member").user_id == sam.id
+    assert orgs.add_member(first.org, sam, "member", actor=OPERATOR).user_id == sam.id
 
 
 def test_an_invitation_is_written_to_the_outbox_and_its_token_to_no_log(first, org_admin, settings, caplog):
@@ -303,7 +303,7 @@ def test_inviting_answers_alike_whether_or_not_the_address_has_an_account(first,
 
 def test_masks_show_at_most_the_last_4_characters(first):
     conn = connections.create_connection(first.org, "api", "https://api.example/mcp", {"X-Short": "fifteen-chars-x"},
-                                         secrets={"bearer": OWNER_TOKEN})
+                                         secrets={"bearer": OWNER_TOKEN}, actor=OPERATOR)
     from control_plane.services.secrets import masks_of
 
     assert masks_of(conn) == {"bearer": "…a1b2", "header:X-Short": "…"}
@@ -313,15 +313,15 @@ def test_credentials_in_a_url_query_are_masked_wherever_the_url_is_shown(first, 
     from control_plane.management.tools import connection_out
 
     url = f"https://api.example/mcp?api_key={QUERY_SECRET}&region=eu"
-    conn = connections.create_connection(first.org, "query", url)
+    conn = connections.create_connection(first.org, "query", url, actor=OPERATOR)
     assert connection_out(conn)["url"] == "https://api.example/mcp?api_key=…&region=…"
-    connections.update_connection(first.org, conn.id, url=url + "&v=2")
+    connections.update_connection(first.org, conn.id, url=url + "&v=2", actor=OPERATOR)
     trail = json.dumps([[e.before, e.after] for e in db.session.scalars(sa.select(AdminAudit))])
     assert "api.example" in trail and not find_secret(trail, QUERY_SECRET)
     with pytest.raises(InvalidInput) as caught:
-        connections.create_connection(first.org, "bad", f"ftp://api.example/mcp?api_key={QUERY_SECRET}")
+        connections.create_connection(first.org, "bad", f"ftp://api.example/mcp?api_key={QUERY_SECRET}", actor=OPERATOR)
     assert "api.example" in str(caught.value) and QUERY_SECRET not in str(caught.value)
     # Searching cannot read a masked value back one character at a time.
-    assert connections.page_connections(first.org, search=QUERY_SECRET[:8])[0] == []
-    assert [c.id for c in connections.page_connections(first.org, search="api.example/mcp?api_key")[0]] == [conn.id]
+    assert connections.page_connections(first.org, search=QUERY_SECRET[:8], actor=OPERATOR)[0] == []
+    assert [c.id for c in connections.page_connections(first.org, search="api.example/mcp?api_key", actor=OPERATOR)[0]] == [conn.id]
     assert url_origin(conn.url) == "https://api.example:443"

@@ -3,13 +3,15 @@ org's snapshot is committed, versioned and published."""
 
 from __future__ import annotations
 
+import inspect
 import json
 
 import pytest
 import sqlalchemy as sa
 
 from control_plane.models import db
-from control_plane.services import api_keys, connections, orgs
+from control_plane.services import api_keys, bridged_connections, connections, orgs, roles, secrets
+from control_plane.services.actors import OPERATOR
 from control_plane.services.errors import Conflict, InvalidInput
 from shared.apikeys import hash_key
 from shared.bus import BusKeys, ChangeMessage
@@ -33,7 +35,7 @@ def test_adding_a_connection_publishes_a_newer_snapshot_and_announces_it(app, fi
     pubsub = redis_client.pubsub()
     pubsub.subscribe(BusKeys(bus_prefix).changes)
     pubsub.get_message(timeout=1)  # the subscribe confirmation
-    conn = connections.create_connection(first.org, "echo", "http://127.0.0.1:9/mcp", {"X-Api-Key": "k"})
+    conn = connections.create_connection(first.org, "echo", "http://127.0.0.1:9/mcp", {"X-Api-Key": "k"}, actor=OPERATOR)
     assert conn.id.startswith("conn_")
     snapshot = published(first.org.id)
     assert snapshot.version > before
@@ -44,7 +46,7 @@ def test_adding_a_connection_publishes_a_newer_snapshot_and_announces_it(app, fi
 
 
 def test_api_keys_are_stored_only_as_hashes(app, first):
-    key, row = api_keys.create_api_key(first.org, orgs.find_user("admin@localhost"), "ci")
+    key, row = api_keys.create_api_key(first.org, orgs.find_user("admin@localhost"), "ci", actor=OPERATOR)
     assert key.startswith(row.prefix + "_")
     for table in ("api_keys", "users", "organizations", "members", "connections"):
         for values in db.session.execute(sa.text(f"SELECT * FROM {table}")):
@@ -54,14 +56,14 @@ def test_api_keys_are_stored_only_as_hashes(app, first):
 
 def test_revoked_keys_and_departed_members_drop_out_of_the_snapshot(app, first, published):
     bob = orgs.create_user("bob@example.com", "correct horse battery staple")
-    orgs.add_member(first.org, bob)
-    bob_key, _ = api_keys.create_api_key(first.org, bob, "bob")
-    spare, spare_row = api_keys.create_api_key(first.org, orgs.find_user("admin@localhost"), "spare")
+    orgs.add_member(first.org, bob, actor=OPERATOR)
+    bob_key, _ = api_keys.create_api_key(first.org, bob, "bob", actor=OPERATOR)
+    spare, spare_row = api_keys.create_api_key(first.org, orgs.find_user("admin@localhost"), "spare", actor=OPERATOR)
     keys_now = published(first.org.id).api_keys
     assert hash_key(bob_key) in keys_now and hash_key(spare) in keys_now
 
-    api_keys.revoke_api_key(first.org, spare_row.id)
-    orgs.remove_member(first.org, bob)
+    api_keys.revoke_api_key(first.org, spare_row.id, actor=OPERATOR)
+    orgs.remove_member(first.org, bob, actor=OPERATOR)
     keys_after = published(first.org.id).api_keys
     assert hash_key(spare) not in keys_after and hash_key(bob_key) not in keys_after
     assert hash_key(first.api_key) in keys_after
@@ -78,9 +80,25 @@ def test_passwords_are_argon2_hashes(app, first):
 ])
 def test_connection_urls_that_cannot_be_upstreams_are_refused(app, first, url):
     with pytest.raises(InvalidInput):
-        connections.create_connection(first.org, "bad", url)
+        connections.create_connection(first.org, "bad", url, actor=OPERATOR)
 
 
 def test_duplicate_org_slugs_are_refused(app, first):
     with pytest.raises(Conflict):
-        orgs.create_org("Default", orgs.find_user("admin@localhost"))
+        orgs.create_org("Default", orgs.find_user("admin@localhost"), actor=OPERATOR)
+
+
+def test_every_service_that_acts_for_someone_needs_the_actor_named():
+    """No service defaults to the operator: an interface that forgets to say who acts gets a
+    TypeError, never every right. Besides the actor itself (``orgs_of(actor)``), it is named."""
+    checked = []
+    for module in (api_keys, bridged_connections, connections, orgs, roles, secrets):
+        for name, function in inspect.getmembers(module, inspect.isfunction):
+            parameters = inspect.signature(function).parameters
+            actor = parameters.get("actor")
+            if function.__module__ == module.__name__ and actor is not None:
+                assert actor.default is inspect.Parameter.empty, f"{module.__name__}.{name} defaults its actor"
+                if not name.startswith("_") and next(iter(parameters)) != "actor":
+                    assert actor.kind is inspect.Parameter.KEYWORD_ONLY, f"{module.__name__}.{name}"
+                checked.append(name)
+    assert {"create_connection", "delete_org", "create_role", "set_secrets", "effective_permissions"} <= set(checked)

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from control_plane.models import db
 from control_plane.services import api_keys, connections, orgs, roles
-from control_plane.services.actors import member_actor
+from control_plane.services.actors import OPERATOR, member_actor
 from control_plane.services.errors import Conflict, Forbidden, NotFound
 
 TABLES = ("users", "organizations", "members", "roles", "connections", "api_keys", "invitations")
@@ -26,10 +26,10 @@ def world(app):
     first = orgs.bootstrap_first_run()
     alice = orgs.find_user("admin@localhost")
     mallory = orgs.create_user("mallory@evil.example", "a long enough password")
-    evil = orgs.create_org("Evil Corp", mallory)
-    target = connections.create_connection(first.org, "crm", "http://127.0.0.1:9/mcp")
-    role = roles.create_role(first.org, "readers", {"tools": {"*": ["read_*"]}})
-    key, key_row = api_keys.create_api_key(first.org, alice, "alice")
+    evil = orgs.create_org("Evil Corp", mallory, actor=OPERATOR)
+    target = connections.create_connection(first.org, "crm", "http://127.0.0.1:9/mcp", actor=OPERATOR)
+    role = roles.create_role(first.org, "readers", {"tools": {"*": ["read_*"]}}, actor=OPERATOR)
+    key, key_row = api_keys.create_api_key(first.org, alice, "alice", actor=OPERATOR)
     return {"org": first.org, "alice": alice, "connection": target, "role": role, "key_row": key_row,
             "intruder": member_actor(evil, mallory.id)}
 
@@ -64,7 +64,7 @@ def test_another_orgs_member_is_refused_everything_and_changes_nothing(world, op
 
 def test_a_member_lacking_a_permission_is_told_which(world):
     bob = orgs.create_user("bob@example.com", "a long enough password")
-    orgs.add_member(world["org"], bob, "member")
+    orgs.add_member(world["org"], bob, "member", actor=OPERATOR)
     as_bob = member_actor(world["org"], bob.id)
     before = everything()
     with pytest.raises(Forbidden, match="roles.manage"):
@@ -87,7 +87,7 @@ def test_a_member_lacking_a_permission_is_told_which(world):
 
 def test_admins_cannot_grant_more_than_they_hold(world):
     carol = orgs.create_user("carol@example.com", "a long enough password")
-    orgs.add_member(world["org"], carol, "admin")
+    orgs.add_member(world["org"], carol, "admin", actor=OPERATOR)
     as_carol = member_actor(world["org"], carol.id)
     with pytest.raises(Forbidden):
         orgs.update_member_role(world["org"], carol, "owner", actor=as_carol)
@@ -100,21 +100,21 @@ def test_admins_cannot_grant_more_than_they_hold(world):
 
 def test_the_last_owner_cannot_leave_or_be_demoted(world):
     with pytest.raises(Conflict):
-        orgs.remove_member(world["org"], world["alice"])
+        orgs.remove_member(world["org"], world["alice"], actor=OPERATOR)
     with pytest.raises(Conflict):
-        orgs.update_member_role(world["org"], world["alice"], "admin")
+        orgs.update_member_role(world["org"], world["alice"], "admin", actor=OPERATOR)
 
 
 def test_a_role_in_use_cannot_be_deleted(world):
     dave = orgs.create_user("dave@example.com", "a long enough password")
-    orgs.add_member(world["org"], dave, "readers")
+    orgs.add_member(world["org"], dave, "readers", actor=OPERATOR)
     with pytest.raises(Conflict, match="held by 1"):
-        roles.delete_role(world["org"], "readers")
+        roles.delete_role(world["org"], "readers", actor=OPERATOR)
 
 
 def test_invitations_are_single_use_and_grant_the_invited_role(world, settings, caplog):
     caplog.set_level("DEBUG")
-    token = orgs.invite(world["org"], "new@example.com", "readers")
+    token = orgs.invite(world["org"], "new@example.com", "readers", actor=OPERATOR)
     emails = [path.read_text() for path in (settings.data_dir / "outbox").iterdir()]  # the email, in the outbox
     assert len(emails) == 1 and "To: new@example.com" in emails[0] and token in emails[0]
     assert "new@example.com" in caplog.text and token not in caplog.text
@@ -126,9 +126,9 @@ def test_invitations_are_single_use_and_grant_the_invited_role(world, settings, 
 
 def test_effective_permissions_come_from_the_shared_evaluator(world):
     erin = orgs.create_user("erin@example.com", "a long enough password")
-    orgs.add_member(world["org"], erin, "readers")
-    effective = roles.effective_permissions(world["org"], erin)
+    orgs.add_member(world["org"], erin, "readers", actor=OPERATOR)
+    effective = roles.effective_permissions(world["org"], erin, actor=OPERATOR)
     assert effective["can"]("tools", world["connection"].id, "read_mail")
     assert not effective["can"]("tools", world["connection"].id, "send_mail")
-    narrowed = roles.effective_permissions(world["org"], erin, scope={"tools": {"*": ["read_calendar"]}})
+    narrowed = roles.effective_permissions(world["org"], erin, scope={"tools": {"*": ["read_calendar"]}}, actor=OPERATOR)
     assert narrowed["can"]("tools", "conn_any", "read_calendar") and not narrowed["can"]("tools", "conn_any", "read_mail")

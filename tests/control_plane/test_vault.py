@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from control_plane.cli import main
 from control_plane.models import ConnectionSecret, db
 from control_plane.services import commit_and_publish, connections, org_changed, orgs
+from control_plane.services.actors import OPERATOR
 from control_plane.services.errors import InvalidInput
 from control_plane.services.secrets import set_secrets
 from control_plane.vault_keys import read_keyring_file
@@ -72,7 +73,7 @@ def _unb64(text: str) -> bytes:
 
 def test_secrets_are_sealed_in_the_database_and_listed_only_as_masks(app, first):
     conn = connections.create_connection(first.org, "api", "http://127.0.0.1:9/mcp", {"X-Api-Key": HEADER},
-                                         secrets={"bearer": BEARER})
+                                         secrets={"bearer": BEARER}, actor=OPERATOR)
     rows = stored(conn.id)
     assert set(rows) == {"bearer", "header:X-Api-Key"}
     assert rows["bearer"].hint == "…a1b2"
@@ -84,7 +85,7 @@ def test_secrets_are_sealed_in_the_database_and_listed_only_as_masks(app, first)
 
 
 def test_the_snapshot_carries_credentials_sealed_for_the_data_plane_only(app, first, published):
-    conn = connections.create_connection(first.org, "api", "http://127.0.0.1:9/mcp", secrets={"bearer": BEARER})
+    conn = connections.create_connection(first.org, "api", "http://127.0.0.1:9/mcp", secrets={"bearer": BEARER}, actor=OPERATOR)
     route = published(first.org.id).connections[conn.id]
     assert route.status == "active" and set(route.credentials) == {"bearer"}
     sealed = route.credentials["bearer"]
@@ -127,7 +128,7 @@ def test_no_plaintext_of_a_secret_is_in_any_redis_key_or_database_row(app, first
 
 
 def test_set_secret_replaces_removes_and_never_prints_values(app, first, settings):
-    conn = connections.create_connection(first.org, "api", "http://127.0.0.1:9/mcp", {"x-api-key": "old-value-000000"})
+    conn = connections.create_connection(first.org, "api", "http://127.0.0.1:9/mcp", {"x-api-key": "old-value-000000"}, actor=OPERATOR)
     env = {"DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url,
            "MESH_REDIS_PREFIX": settings.redis_prefix}
     runner = CliRunner()
@@ -156,9 +157,9 @@ def test_set_secret_replaces_removes_and_never_prints_values(app, first, setting
     ({"header:X-Api-Key": ""}, "empty"),
 ])
 def test_unusable_secrets_are_refused_without_repeating_them(app, first, secrets, says):
-    conn = connections.create_connection(first.org, "api", "http://127.0.0.1:9/mcp")
+    conn = connections.create_connection(first.org, "api", "http://127.0.0.1:9/mcp", actor=OPERATOR)
     with pytest.raises(InvalidInput) as caught:
-        set_secrets(first.org, conn, secrets)
+        set_secrets(first.org, conn, secrets, actor=OPERATOR)
     assert says in str(caught.value)
     assert not any(find_secret(str(caught.value), s) for s in (BEARER, HEADER, PASSWORD))
     assert stored(conn.id) == {}
@@ -174,8 +175,8 @@ def test_a_header_without_a_colon_is_refused_without_echoing_it(app, first, sett
 
 @pytest.mark.parametrize("part", ["ct", "n", "wk", "wn"])
 def test_a_damaged_secret_breaks_only_its_own_connection(app, first, part, caplog, published):
-    hurt = connections.create_connection(first.org, "hurt", "http://127.0.0.1:9/mcp", secrets={"bearer": BEARER})
-    fine = connections.create_connection(first.org, "fine", "http://127.0.0.1:9/mcp", {"X-Api-Key": HEADER})
+    hurt = connections.create_connection(first.org, "hurt", "http://127.0.0.1:9/mcp", secrets={"bearer": BEARER}, actor=OPERATOR)
+    fine = connections.create_connection(first.org, "fine", "http://127.0.0.1:9/mcp", {"X-Api-Key": HEADER}, actor=OPERATOR)
     damage(hurt.id, "bearer", part)
     with caplog.at_level(logging.DEBUG):
         republish(first.org)
@@ -192,8 +193,8 @@ def test_a_damaged_secret_breaks_only_its_own_connection(app, first, part, caplo
 
 
 def test_envelopes_swapped_between_two_connections_open_for_neither(app, first, published):
-    one = connections.create_connection(first.org, "one", "http://127.0.0.1:9/mcp", secrets={"bearer": BEARER})
-    two = connections.create_connection(first.org, "two", "http://127.0.0.1:9/mcp", secrets={"bearer": HEADER})
+    one = connections.create_connection(first.org, "one", "http://127.0.0.1:9/mcp", secrets={"bearer": BEARER}, actor=OPERATOR)
+    two = connections.create_connection(first.org, "two", "http://127.0.0.1:9/mcp", secrets={"bearer": HEADER}, actor=OPERATOR)
     a, b = stored(one.id)["bearer"], stored(two.id)["bearer"]
     a_envelope, b_envelope = a.envelope, b.envelope
     db.session.execute(sa.update(ConnectionSecret).where(ConnectionSecret.id == a.id).values(envelope=b_envelope))
@@ -208,14 +209,14 @@ def test_the_master_keyring_file_is_created_once_private_with_a_backup_warning(a
     path = settings.master_key_file
     assert not path.exists()
     with caplog.at_level(logging.WARNING):
-        connections.create_connection(first.org, "api", "http://127.0.0.1:9/mcp", secrets={"bearer": BEARER})
+        connections.create_connection(first.org, "api", "http://127.0.0.1:9/mcp", secrets={"bearer": BEARER}, actor=OPERATOR)
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(settings.dataplane_key_file).st_mode) == 0o600
     assert "Back this file up" in caplog.text and str(path) in caplog.text
     ring = read_keyring_file(path)
     assert ring.active == vault(app).master_keyring().active and len(ring.keys) == 1
     before = path.read_bytes()
-    connections.create_connection(first.org, "more", "http://127.0.0.1:9/mcp", secrets={"bearer": BEARER})
+    connections.create_connection(first.org, "more", "http://127.0.0.1:9/mcp", secrets={"bearer": BEARER}, actor=OPERATOR)
     assert path.read_bytes() == before
 
 
@@ -223,7 +224,7 @@ def test_rotation_moves_every_secret_under_a_new_key_and_the_old_key_opens_nothi
     from control_plane.rotation import rotate_master_key
 
     conns = [connections.create_connection(first.org, f"c{i}", "http://127.0.0.1:9/mcp",
-                                           {"X-Api-Key": f"{HEADER}-{i}"}, secrets={"bearer": f"{BEARER}-{i}"})
+                                           {"X-Api-Key": f"{HEADER}-{i}"}, secrets={"bearer": f"{BEARER}-{i}"}, actor=OPERATOR)
              for i in range(4)]
     old = vault(app).master_keyring()
     report = rotate_master_key(vault(app), batch_size=3, grace=0)
@@ -257,7 +258,7 @@ def test_rotation_with_keys_from_the_environment_needs_the_previous_key_and_then
            "MESH_REDIS_PREFIX": settings.redis_prefix, "ENCRYPTION_KEY": encode_key(old_key)}
     with create_app(Settings.from_env(settings.data_dir, env=env)).app_context():
         org = orgs.find_org(None)
-        conn = connections.create_connection(org, "api", "http://127.0.0.1:9/mcp", secrets={"bearer": BEARER})
+        conn = connections.create_connection(org, "api", "http://127.0.0.1:9/mcp", secrets={"bearer": BEARER}, actor=OPERATOR)
         with pytest.raises(VaultKeyError) as caught:
             rotate_master_key(vault_of_current_app(), grace=0)
         assert "ENCRYPTION_KEY_PREVIOUS" in str(caught.value)
@@ -286,7 +287,7 @@ def test_moving_from_the_keyring_file_to_encryption_key_is_a_rotation(app, first
     from control_plane.vault import Vault
     from shared.envelope import encode_key, generate_key
 
-    conn = connections.create_connection(first.org, "api", "http://127.0.0.1:9/mcp", secrets={"bearer": BEARER})
+    conn = connections.create_connection(first.org, "api", "http://127.0.0.1:9/mcp", secrets={"bearer": BEARER}, actor=OPERATOR)
     file_ring = read_keyring_file(settings.master_key_file)
     new_key = encode_key(generate_key())
     only_new = Vault(Settings.from_env(settings.data_dir, env={"ENCRYPTION_KEY": new_key}))
@@ -318,8 +319,8 @@ def test_settings_never_show_the_keys_they_hold(tmp_path):
 
 
 def test_vault_status_counts_secrets_by_key_and_names_the_broken_ones(app, first, settings):
-    one = connections.create_connection(first.org, "one", "http://127.0.0.1:9/mcp", secrets={"bearer": BEARER})
-    connections.create_connection(first.org, "two", "http://127.0.0.1:9/mcp", {"X-Api-Key": HEADER})
+    one = connections.create_connection(first.org, "one", "http://127.0.0.1:9/mcp", secrets={"bearer": BEARER}, actor=OPERATOR)
+    connections.create_connection(first.org, "two", "http://127.0.0.1:9/mcp", {"X-Api-Key": HEADER}, actor=OPERATOR)
     damage(one.id, "bearer", "ct")
     result = CliRunner().invoke(main, ["--data-dir", str(settings.data_dir), "vault", "status", "--json"],
                                 env={"DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url,
