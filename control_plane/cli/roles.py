@@ -1,0 +1,70 @@
+"""``mesh roles``: custom roles."""
+
+from __future__ import annotations
+
+import click
+
+from control_plane.cli.common import ORG_HELP, emit, json_arg, services
+from control_plane.services import roles as role_service
+from control_plane.services.orgs import find_org
+from control_plane.settings import Settings
+
+
+@click.group()
+def roles() -> None:
+    """Custom roles: which tools, prompts and resources, on which connections; which admin rights."""
+
+
+def _role_row(role) -> dict:
+    return {"id": role.id, "name": role.name, "description": role.description, "permissions": role.permissions}
+
+
+@roles.command("create")
+@click.option("--name", required=True)
+@click.option("--permissions", required=True,
+              help='JSON, e.g. \'{"tools": {"conn_abc": ["SEND_EMAIL", "LIST_*"], "*": ["search"]}}\'.')
+@click.option("--description", default="")
+@click.option("--org", "org_ref", help=ORG_HELP)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def roles_create(settings: Settings, name, permissions, description, org_ref, as_json) -> None:
+    with services(settings):
+        role = role_service.create_role(find_org(org_ref), name, json_arg(permissions, "--permissions"), description)
+        emit(as_json, _role_row(role), role.id)
+
+
+@roles.command("update")
+@click.argument("role_ref")
+@click.option("--name")
+@click.option("--permissions")
+@click.option("--description")
+@click.option("--org", "org_ref", help=ORG_HELP)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def roles_update(settings: Settings, role_ref, name, permissions, description, org_ref, as_json) -> None:
+    """Change a role (by id or name); members holding it are affected within a second."""
+    with services(settings):
+        role = role_service.update_role(find_org(org_ref), role_ref, name=name,
+                                        permissions=json_arg(permissions, "--permissions"), description=description)
+        emit(as_json, _role_row(role), f"updated {role.id}")
+
+
+@roles.command("delete")
+@click.argument("role_ref")
+@click.option("--org", "org_ref", help=ORG_HELP)
+@click.pass_obj
+def roles_delete(settings: Settings, role_ref, org_ref) -> None:
+    with services(settings):
+        role_service.delete_role(find_org(org_ref), role_ref)
+        click.echo(f"deleted {role_ref}")
+
+
+@roles.command("list")
+@click.option("--org", "org_ref", help=ORG_HELP)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def roles_list(settings: Settings, org_ref, as_json) -> None:
+    with services(settings):
+        rows = role_service.list_roles(find_org(org_ref))
+        emit(as_json, rows, "\n".join(f"{r['id']:<24} {r['name']}{' (built-in)' if r['builtin'] else ''}"
+                                       for r in rows))
