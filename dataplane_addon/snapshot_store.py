@@ -38,7 +38,6 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from dataplane_addon.bridge.address import (
-    BRIDGED_TRANSPORTS,
     TOKEN_HEADER,
     BridgeAddress,
     connection_path,
@@ -48,6 +47,7 @@ from shared.bus import BusKeys, ChangeMessage
 from shared.envelope import EnvelopeError, Keyring, SealedRecord, parse_record
 from shared.policy import Policy, PolicyError
 from shared.snapshot import Snapshot
+from shared.vocabulary import BRIDGED_TRANSPORTS
 from shared.snapshot_mac import UNREADABLE, SnapshotRejected, open_snapshot
 
 log = logging.getLogger(__name__)

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
-import shlex
+import sys
 
 import click
 
-from control_plane.cli.common import ORG_HELP, emit, services
+from control_plane import presenters
+from control_plane.bridge_client import org_health
+from control_plane.cli.common import emit, json_option, org_option, services
 from control_plane.cli.connection_secrets import collect_secrets, secret_options
 from control_plane.services import bridged_connections as bridged
 from control_plane.services import connections as connection_service
+from control_plane.services.actors import OPERATOR
 from control_plane.services.orgs import find_org
-from control_plane.services.secrets import find_connection, secret_masks, set_secrets
+from control_plane.services.secrets import find_connection, set_secrets
 from control_plane.settings import Settings
-from shared.credentials import mask_url
+from shared.vocabulary import Status
+
+
+# A connection by id or name, in the org --org names.
+connection_argument = click.argument("connection_ref", metavar="CONNECTION")
 
 
 @click.group()
@@ -29,8 +36,8 @@ def connections() -> None:
               help="Run this command and speak MCP on its stdin/stdout, e.g. "
                    '"npx -y @modelcontextprotocol/server-everything" (split like sh does; no shell runs it).')
 @secret_options
-@click.option("--org", "org_ref", help=ORG_HELP)
-@click.option("--json", "as_json", is_flag=True)
+@org_option
+@json_option
 @click.pass_obj
 def connections_add(settings: Settings, name, url, sse_url, command_line, org_ref, as_json, **secret_opts) -> None:
     """Register a connection and print its id: exactly one of --url, --sse-url, --stdio. Its
@@ -48,16 +55,16 @@ def connections_add(settings: Settings, name, url, sse_url, command_line, org_re
             conn = bridged.create_sse_connection(org, name, sse_url, secrets=secrets)
         else:
             conn = connection_service.create_connection(org, name, url, secrets=secrets)
-        emit(as_json, _connection_row(conn, secret_masks(org)), conn.id)
+        emit(as_json, presenters.connection(conn), conn.id)
 
 
 @connections.command("set-secret")
-@click.argument("connection_ref", metavar="CONNECTION")
+@connection_argument
 @secret_options
 @click.option("--remove", "removals", multiple=True, metavar="FIELD",
               help="Remove a secret: bearer, basic, header:NAME or env:NAME; repeatable.")
-@click.option("--org", "org_ref", help=ORG_HELP)
-@click.option("--json", "as_json", is_flag=True)
+@org_option
+@json_option
 @click.pass_obj
 def connections_set_secret(settings: Settings, connection_ref, removals, org_ref, as_json, **secret_opts) -> None:
     """Set, replace or remove secrets of a connection (by id or name)."""
@@ -65,31 +72,102 @@ def connections_set_secret(settings: Settings, connection_ref, removals, org_ref
         org = find_org(org_ref)
         conn = find_connection(org, connection_ref)
         set_secrets(org, conn, collect_secrets(**secret_opts), tuple(removals))
-        row = _connection_row(conn, secret_masks(org))
-        emit(as_json, row, f"{conn.id}: " + (", ".join(f"{k}={v}" for k, v in row["secrets"].items()) or "no secrets"))
+        row = presenters.connection(conn)
+        emit(as_json, row, f"{conn.id}: " + (_masks(row) or "no secrets"))
 
 
-def _connection_row(conn, masks: dict) -> dict:
-    # Query values may be credentials: shown masked, like every secret (shared.credentials.mask_url).
-    return {"id": conn.id, "org_id": conn.org_id, "name": conn.name, "url": mask_url(conn.url),
-            "transport": conn.transport,
-            "status": conn.status, "command": conn.command, "args": list(conn.args or []),
-            "secrets": masks.get(conn.id, {}), "created_at": conn.created_at}
+def _masks(row: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in row["credentials"].items())
 
 
-def _connection_target(row: dict) -> str:
-    return shlex.join([row["command"], *row["args"]]) if row["transport"] == "stdio" else row["url"]
+def _line(row: dict) -> str:
+    return (f"{row['id']}  {presenters.connection_state(row):<8} {row['transport']:<5} {row['name']:<24} "
+            f"{presenters.connection_target(row)}  {_masks(row)}").rstrip()
+
+
+def _shown(settings: Settings, org, rows) -> list[dict]:
+    health = org_health(settings, org.id)
+    return [presenters.connection(c, health.get(c.id)) for c in rows]
 
 
 @connections.command("list")
-@click.option("--org", "org_ref", help=ORG_HELP)
-@click.option("--json", "as_json", is_flag=True)
+@org_option
+@json_option
 @click.pass_obj
 def connections_list(settings: Settings, org_ref, as_json) -> None:
+    """Connections, each with its state: a stdio or sse connection's as the running bridge reports
+    it (`ready`, `waiting, restarts 4`), else the stored status."""
     with services(settings):
         org = find_org(org_ref)
-        masks = secret_masks(org)
-        rows = [_connection_row(c, masks) for c in connection_service.list_connections(org)]
-        emit(as_json, rows, "\n".join(
-            f"{r['id']}  {r['status']:<8} {r['transport']:<5} {r['name']:<24} {_connection_target(r)}"
-            + "".join(f"  {k}={v}" for k, v in r["secrets"].items()) for r in rows))
+        rows = _shown(settings, org, connection_service.list_connections(org, actor=OPERATOR))
+        emit(as_json, rows, "\n".join(_line(r) for r in rows))
+
+
+@connections.command("get")
+@connection_argument
+@org_option
+@json_option
+@click.pass_obj
+def connections_get(settings: Settings, connection_ref, org_ref, as_json) -> None:
+    """One connection (by id or name)."""
+    with services(settings):
+        org = find_org(org_ref)
+        row = _shown(settings, org, [find_connection(org, connection_ref)])[0]
+        emit(as_json, row, _line(row))
+
+
+@connections.command("update")
+@connection_argument
+@click.option("--name", help="A new name.")
+@click.option("--url", help="A new URL (http and sse connections). On another origin (scheme, host, port) the "
+                            "connection's secrets are dropped unless this command sets them again.")
+@click.option("--status", type=click.Choice([s.value for s in Status]), help="inactive: the gateway stops routing to it.")
+@secret_options
+@org_option
+@json_option
+@click.pass_obj
+def connections_update(settings: Settings, connection_ref, name, url, status, org_ref, as_json, **secret_opts) -> None:
+    """Change a connection's name, URL or status (by id or name)."""
+    with services(settings):
+        org = find_org(org_ref)
+        conn = find_connection(org, connection_ref)
+        conn, dropped = connection_service.update_connection(org, conn.id, name=name, url=url, status=status,
+                                                             secrets=collect_secrets(**secret_opts), actor=OPERATOR)
+        row = _shown(settings, org, [conn])[0]
+        note = f"\ndropped secrets {', '.join(dropped)}: they were for the old origin" if dropped else ""
+        emit(as_json, {**row, "credentials_dropped": dropped}, _line(row) + note)
+
+
+@connections.command("delete")
+@connection_argument
+@org_option
+@click.pass_obj
+def connections_delete(settings: Settings, connection_ref, org_ref) -> None:
+    """Delete a connection (by id or name) and its secrets; the gateway stops routing to it."""
+    with services(settings):
+        org = find_org(org_ref)
+        conn = find_connection(org, connection_ref)
+        connection_service.delete_connection(org, conn.id, actor=OPERATOR)
+        click.echo(f"deleted {conn.id}")
+
+
+@connections.command("test")
+@connection_argument
+@org_option
+@json_option
+@click.pass_obj
+def connections_test(settings: Settings, connection_ref, org_ref, as_json) -> None:
+    """Connect to the upstream with the connection's secrets: its server, tools and latency, or
+    why it failed (exit status 1). Keeps the tool catalog roles are written against."""
+    with services(settings):
+        org = find_org(org_ref)
+        conn = find_connection(org, connection_ref)
+        _, result = connection_service.test_connection(org, conn.id, actor=OPERATOR)
+    row = presenters.probe(result)
+    if result.ok:
+        server = row["server"].get("name") or "the upstream"
+        text = f"ok: {server} in {row['latency_ms']:.0f} ms; tools: {', '.join(row['tools']) or 'none'}"
+    else:
+        text = f"failed: {row['error']}"
+    emit(as_json, row, text)
+    sys.exit(0 if result.ok else 1)

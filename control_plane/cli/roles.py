@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from control_plane.cli.common import ORG_HELP, emit, json_arg, services
+from control_plane import presenters
+from control_plane.cli.common import emit, json_arg, json_option, org_option, services
 from control_plane.services import roles as role_service
 from control_plane.services.orgs import find_org
 from control_plane.settings import Settings
@@ -15,22 +16,18 @@ def roles() -> None:
     """Custom roles: which tools, prompts and resources, on which connections; which admin rights."""
 
 
-def _role_row(role) -> dict:
-    return {"id": role.id, "name": role.name, "description": role.description, "permissions": role.permissions}
-
-
 @roles.command("create")
 @click.option("--name", required=True)
 @click.option("--permissions", required=True,
               help='JSON, e.g. \'{"tools": {"conn_abc": ["SEND_EMAIL", "LIST_*"], "*": ["search"]}}\'.')
 @click.option("--description", default="")
-@click.option("--org", "org_ref", help=ORG_HELP)
-@click.option("--json", "as_json", is_flag=True)
+@org_option
+@json_option
 @click.pass_obj
 def roles_create(settings: Settings, name, permissions, description, org_ref, as_json) -> None:
     with services(settings):
         role = role_service.create_role(find_org(org_ref), name, json_arg(permissions, "--permissions"), description)
-        emit(as_json, _role_row(role), role.id)
+        emit(as_json, presenters.role(role), role.id)
 
 
 @roles.command("update")
@@ -38,20 +35,20 @@ def roles_create(settings: Settings, name, permissions, description, org_ref, as
 @click.option("--name")
 @click.option("--permissions")
 @click.option("--description")
-@click.option("--org", "org_ref", help=ORG_HELP)
-@click.option("--json", "as_json", is_flag=True)
+@org_option
+@json_option
 @click.pass_obj
 def roles_update(settings: Settings, role_ref, name, permissions, description, org_ref, as_json) -> None:
     """Change a role (by id or name); members holding it are affected within a second."""
     with services(settings):
         role = role_service.update_role(find_org(org_ref), role_ref, name=name,
                                         permissions=json_arg(permissions, "--permissions"), description=description)
-        emit(as_json, _role_row(role), f"updated {role.id}")
+        emit(as_json, presenters.role(role), f"updated {role.id}")
 
 
 @roles.command("delete")
 @click.argument("role_ref")
-@click.option("--org", "org_ref", help=ORG_HELP)
+@org_option
 @click.pass_obj
 def roles_delete(settings: Settings, role_ref, org_ref) -> None:
     with services(settings):
@@ -60,8 +57,8 @@ def roles_delete(settings: Settings, role_ref, org_ref) -> None:
 
 
 @roles.command("list")
-@click.option("--org", "org_ref", help=ORG_HELP)
-@click.option("--json", "as_json", is_flag=True)
+@org_option
+@json_option
 @click.pass_obj
 def roles_list(settings: Settings, org_ref, as_json) -> None:
     with services(settings):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 from flask import current_app
 
-from control_plane.cli.common import emit, services
+from control_plane.cli.common import emit, json_option, services
 from control_plane.rotation import rotate_master_key
 from control_plane.rotation import vault_status as status_of
 from control_plane.settings import Settings
@@ -22,7 +22,7 @@ def vault() -> None:
               help="Secrets re-wrapped per transaction.")
 @click.option("--grace", default=2.0, show_default=True, type=click.FloatRange(0, 60),
               help="Seconds to wait before the last sweep, for writes that began under the old key.")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @click.pass_obj
 def vault_rotate(settings: Settings, batch_size: int, grace: float, as_json: bool) -> None:
     """Re-wrap every secret under a new master key while the gateway serves, then retire the old
@@ -45,7 +45,7 @@ def vault_rotate(settings: Settings, batch_size: int, grace: float, as_json: boo
 
 
 @vault.command("status")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @click.pass_obj
 def vault_status(settings: Settings, as_json: bool) -> None:
     """Where the master key comes from, which key wraps how many secrets, and which cannot be opened."""

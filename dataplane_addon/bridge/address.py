@@ -16,7 +16,6 @@ import hmac
 import os
 from dataclasses import dataclass
 
-BRIDGED_TRANSPORTS = frozenset({"stdio", "sse"})
 TOKEN_HEADER = "X-Mesh-Bridge-Token"
 TOKEN_ENV = "MESH_BRIDGE_TOKEN"
 PATH_PREFIX = "/bridge/"
