@@ -17,7 +17,8 @@ from control_plane.services.errors import ServiceError
 from control_plane.settings import Settings
 
 # The options most commands take.
-org_option = click.option("--org", "org_ref", help="Org id or slug (default: the first-run org `default`, or the only org).")
+org_option = click.option("--org", "org_ref",
+                          help="Org id or slug (default: the first-run org `default`, or the only org).")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 
 

@@ -121,7 +121,8 @@ def connections_get(settings: Settings, connection_ref, org_ref, as_json) -> Non
 @click.option("--name", help="A new name.")
 @click.option("--url", help="A new URL (http and sse connections). On another origin (scheme, host, port) the "
                             "connection's secrets are dropped unless this command sets them again.")
-@click.option("--status", type=click.Choice([s.value for s in Status]), help="inactive: the gateway stops routing to it.")
+@click.option("--status", type=click.Choice([s.value for s in Status]),
+              help="inactive: the gateway stops routing to it.")
 @secret_options
 @org_option
 @json_option

@@ -97,7 +97,8 @@ def members_accept(settings: Settings, token, password_stdin, as_json) -> None:
     password = read_password(password_stdin, prompt=False)
     with services(settings):
         member = org_service.accept_invitation(token, password)
-        emit(as_json, {"id": member.id, "org_id": member.org_id, "role": member.role}, member.id)
+        org, user = org_service.find_org(member.org_id), org_service.find_user(member.user_id)
+        emit(as_json, presenters.member(member, user, role_names(org)), member.id)
 
 
 @members.command("permissions")

@@ -85,7 +85,8 @@ TWINS = {
     "COLLECTION_CONNECTIONS_GET": "connections get", "COLLECTION_CONNECTIONS_UPDATE": "connections update",
     "COLLECTION_CONNECTIONS_DELETE": "connections delete", "CONNECTION_TEST": "connections test",
     "CONNECTION_CONFIGURE": "connections set-secret",
-    "ROLE_CREATE": "roles create", "ROLE_LIST": "roles list", "ROLE_UPDATE": "roles update", "ROLE_DELETE": "roles delete",
+    "ROLE_CREATE": "roles create", "ROLE_LIST": "roles list", "ROLE_UPDATE": "roles update",
+    "ROLE_DELETE": "roles delete",
     "API_KEY_CREATE": "keys create", "API_KEY_LIST": "keys list", "API_KEY_REVOKE": "keys revoke",
 }
 
@@ -131,7 +132,8 @@ def test_users_list_shows_every_account(mesh):
 
 
 def test_members_list_shows_role_names_not_ids(mesh):
-    role_id = mesh("roles", "create", "--name", "readers", "--permissions", '{"tools": {"*": ["read_*"]}}').output.strip()
+    role_id = mesh("roles", "create", "--name", "readers", "--permissions",
+                   '{"tools": {"*": ["read_*"]}}').output.strip()
     mesh("users", "create", "--email", "kim@example.com", "--password-stdin", input="a long enough password\n")
     mesh("members", "add", "--email", "kim@example.com", "--role", "readers")
     text = mesh("members", "list").output
@@ -146,6 +148,7 @@ def test_keys_list_shows_last_use_expiry_and_expired_keys(mesh, app):
     created = json.loads(mesh("keys", "create", "--name", "laptop", "--expires-in-days", "30", "--json").output)
     line = next(line for line in mesh("keys", "list").output.splitlines() if created["id"] in line)
     assert "active" in line and "last used never" in line and f"expires {created['expires_at'][:10]}" in line
+    db.session.rollback()  # a fresh transaction: MariaDB (repeatable read) would show an old snapshot
     db.session.get(ApiKey, created["id"]).expires_at = utcnow() - timedelta(hours=1)
     db.session.commit()
     line = next(line for line in mesh("keys", "list").output.splitlines() if created["id"] in line)
@@ -157,7 +160,8 @@ def test_keys_list_shows_last_use_expiry_and_expired_keys(mesh, app):
 def test_orgs_get_update_and_delete_with_its_slug(mesh):
     org_id = mesh("orgs", "create", "--name", "Acme").output.strip()
     assert json.loads(mesh("orgs", "get", "--org", "acme", "--json").output)["id"] == org_id
-    assert json.loads(mesh("orgs", "update", "--org", "acme", "--slug", "acme-eu", "--json").output)["slug"] == "acme-eu"
+    updated = json.loads(mesh("orgs", "update", "--org", "acme", "--slug", "acme-eu", "--json").output)
+    assert updated["slug"] == "acme-eu"
     refused = mesh("orgs", "delete", "--org", "acme-eu", "--confirm-slug", "acme", ok=False)
     assert refused.exit_code != 0 and "'acme-eu'" in refused.output
     mesh("orgs", "delete", "--org", "acme-eu", "--confirm-slug", "acme-eu")

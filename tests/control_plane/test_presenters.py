@@ -50,7 +50,8 @@ def listing_queries(caller: tools.Caller) -> tuple[int, dict]:
 
 
 def add_connection(org, n: int) -> None:
-    connections.create_connection(org, f"api-{n}", f"https://api{n}.example/mcp", {"X-Api-Key": f"key-{n}-abcdefghijklmnopqrstuvwxyz"},
+    connections.create_connection(org, f"api-{n}", f"https://api{n}.example/mcp",
+                                  {"X-Api-Key": f"key-{n}-abcdefghijklmnopqrstuvwxyz"},
                                   secrets={"bearer": f"token-{n}-0123456789abcdefghij3456"})
 
 

@@ -19,10 +19,14 @@ def test_duplicate_names_are_renamed_oldest_first_and_then_refused(database_url,
         with engine.begin() as conn:
             for org in ("org_1", "org_2"):
                 conn.execute(sa.text("INSERT INTO organizations (id, name, slug, policy_version, created_at, "
-                                     "updated_at) VALUES (:id, :id, :id, 3, '2026-01-01', '2026-01-01')"), {"id": org})
-            rows = [("conn_a", "org_1", "docs", "2026-01-01 00:00:01"), ("conn_b", "org_1", "Docs", "2026-01-01 00:00:02"),
-                    ("conn_c", "org_1", "docs (2)", "2026-01-01 00:00:03"), ("conn_d", "org_1", "docs", "2026-01-01 00:00:04"),
-                    ("conn_e", "org_1", "wiki", "2026-01-01 00:00:05"), ("conn_f", "org_2", "docs", "2026-01-01 00:00:06")]
+                                     "updated_at) VALUES (:id, :id, :id, 3, '2026-01-01', '2026-01-01')"),
+                             {"id": org})
+            rows = [("conn_a", "org_1", "docs", "2026-01-01 00:00:01"),
+                    ("conn_b", "org_1", "Docs", "2026-01-01 00:00:02"),
+                    ("conn_c", "org_1", "docs (2)", "2026-01-01 00:00:03"),
+                    ("conn_d", "org_1", "docs", "2026-01-01 00:00:04"),
+                    ("conn_e", "org_1", "wiki", "2026-01-01 00:00:05"),
+                    ("conn_f", "org_2", "docs", "2026-01-01 00:00:06")]
             for cid, org, name, created in rows:
                 conn.execute(sa.text("INSERT INTO connections (id, org_id, name, url, transport, status, allow_private, "
                                      "created_at, updated_at) VALUES (:id, :org, :name, 'http://127.0.0.1:9/mcp', "
