@@ -3,8 +3,9 @@ layer, against the same database as a running ``mesh up``; the running data plan
 changes up through Redis.
 
 One module per command group; ``common`` holds what they share (the service context and output).
-Every module imports what it needs at the top: no command is slow enough to start for lazy
-imports to pay off (the whole tree imports in well under a second)."""
+Every module imports what it needs at the top (the whole tree in well under a second). The one
+import made late for start-up time is the `mcp` SDK's client, which only ``connections test``
+needs (``services.connections.test_connection``): it would double what every command costs."""
 
 from __future__ import annotations
 
