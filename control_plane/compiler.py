@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from control_plane.models import ApiKey, Connection, Organization, Role, usable_keys
 from shared.policy import principal_documents
+from shared.vocabulary import Status
 from shared.snapshot import ConnectionRoute, KeyGrant, Snapshot
 
 
@@ -33,7 +34,7 @@ def compile_snapshot(session: Session, org_id: str, deliver=None) -> Snapshot:
         c.id: ConnectionRoute(name=c.name, url=c.url, transport=c.transport, status=c.status,
                               command=c.command or "", args=list(c.args or []), allow_private=c.allow_private)
         for c in session.scalars(sa.select(Connection).where(Connection.org_id == org_id))
-        if c.status == "active"
+        if c.status == Status.ACTIVE
     }
     if deliver is not None:
         connections = deliver(session, org_id, connections)

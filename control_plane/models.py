@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy.dialects import mysql
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, registry
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, registry, relationship
 
 # Microseconds everywhere: MySQL and MariaDB keep whole seconds in a plain DATETIME.
 TIMESTAMP = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
@@ -90,6 +90,8 @@ class Invitation(db.Model):
 
 class Connection(db.Model):
     __tablename__ = "connections"
+    # Names are unique per org (the services compare them case-insensitively).
+    __table_args__ = (sa.Index("uq_connections_org_name", "org_id", "name", unique=True),)
     id: Mapped[str] = mapped_column(sa.String(32), primary_key=True, default=lambda: new_id("conn"))
     org_id: Mapped[str] = mapped_column(sa.ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(sa.String(200))
@@ -110,6 +112,9 @@ class Connection(db.Model):
     test_status: Mapped[str | None] = mapped_column(sa.String(16), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    # Read-only: secrets are written through ``services.secrets`` alone. Listings load it with
+    # ``selectinload`` (one query for a whole page) to show each secret's mask.
+    sealed_secrets: Mapped[list[ConnectionSecret]] = relationship(viewonly=True, order_by="ConnectionSecret.field")
 
 
 class ApiKey(db.Model):

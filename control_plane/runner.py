@@ -26,11 +26,14 @@ which may carry a password, travels in ``REDIS_URL``.
 
 from __future__ import annotations
 
+import errno
+import json
 import logging
 import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -51,6 +54,30 @@ log = logging.getLogger("mesh")
 PROCESS_BASICS = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "TERM", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR",
                   "PYTHONPATH")
 BRIDGE_TOKEN_FILE = "bridge.token"
+# The Redis (URL and key prefix) of the run, 0600 in the data dir while it lasts: a `mesh` command
+# in another shell publishes its change there at once without being told REDIS_URL again. The
+# URL may carry a password; the file is as private as ``redis.password`` beside it.
+GATEWAY_REDIS_FILE = "redis.json"
+
+
+def with_running_gateway_redis(settings: Settings) -> Settings:
+    """``settings`` pointed at the Redis of the ``mesh up`` running with the same data dir, unless
+    REDIS_URL says otherwise (or none runs: then as they were)."""
+    if settings.redis_url_configured:
+        return settings
+    try:
+        recorded = json.loads((settings.data_dir / GATEWAY_REDIS_FILE).read_text())
+        return replace(settings, redis_url=str(recorded["redis_url"]), redis_prefix=str(recorded["redis_prefix"]))
+    except (OSError, ValueError, TypeError, KeyError):
+        return settings
+
+
+def _write_private(path, text: str) -> None:
+    """``text`` into a new file only the data dir's owner can read (a previous run's is replaced)."""
+    path.unlink(missing_ok=True)  # perhaps with other permissions
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
 
 
 def redis_answers(url: str) -> bool:
@@ -70,6 +97,18 @@ def wait_until(check, timeout: float, interval: float = 0.1) -> bool:
         if check():
             return True
         time.sleep(interval)
+    return False
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """Whether another process listens on ``host:port`` (binding as the children will)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as attempt:
+        attempt.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            attempt.bind((host, port))
+        except OSError as error:
+            return error.errno == errno.EADDRINUSE  # anything else, the child itself reports
     return False
 
 
@@ -116,6 +155,18 @@ class GatewayRunner:
             env["MESH_DATAPLANE_KEY"] = s.dataplane_key
         return env
 
+    def _check_ports(self) -> None:
+        """Refuse to start on a port another process holds (another ``mesh up``, say), before
+        anything is touched: else the other gateway's /health would look like this one's."""
+        s = self.settings
+        wanted = [("PORT", "the data plane", s.listen_host, s.port),
+                  ("CONTROL_PLANE_PORT", "the control plane", "127.0.0.1", s.control_plane_port),
+                  ("MESH_BRIDGE_PORT", "the bridge", "127.0.0.1", s.bridge_port)]
+        for setting, what, host, port in wanted:
+            if port_in_use(host, port):
+                raise SystemExit(f"error: port {port} on {host} ({what}) is already in use, by another `mesh up` or "
+                                 f"another program: stop it, or choose another port with {setting}")
+
     def _start_redis(self) -> None:
         if self.settings.redis_url_configured:
             if not redis_answers(self.settings.redis_url):
@@ -140,6 +191,8 @@ class GatewayRunner:
     def _start_planes(self) -> None:
         s = self.settings
         self._write_bridge_token()
+        _write_private(s.data_dir / GATEWAY_REDIS_FILE, json.dumps({"redis_url": s.redis_url,
+                                                                    "redis_prefix": s.redis_prefix}))
         self._spawn("control plane", [
             sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{s.control_plane_port}", "--workers", "2",
             "--worker-class", "uvicorn_worker.UvicornWorker", "--log-level", "warning", "--graceful-timeout", "5",
@@ -159,11 +212,7 @@ class GatewayRunner:
 
     def _write_bridge_token(self) -> None:
         """This run's bridge token, readable by the data dir's owner only, for ``/health``."""
-        path = self.settings.data_dir / BRIDGE_TOKEN_FILE
-        path.unlink(missing_ok=True)  # a previous run's, perhaps with other permissions
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(self._bridge_token + "\n")
+        _write_private(self.settings.data_dir / BRIDGE_TOKEN_FILE, self._bridge_token + "\n")
 
     def _ensure_session_key(self) -> None:
         """The secret binding MCP sessions to callers; kept, so sessions survive a restart."""
@@ -175,7 +224,8 @@ class GatewayRunner:
 
     def stop(self) -> None:
         self._stopping = True
-        (self.settings.data_dir / BRIDGE_TOKEN_FILE).unlink(missing_ok=True)
+        for name in (BRIDGE_TOKEN_FILE, GATEWAY_REDIS_FILE):
+            (self.settings.data_dir / name).unlink(missing_ok=True)
         for _name, proc in reversed(self.children):
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -241,6 +291,7 @@ class GatewayRunner:
         logging.getLogger("alembic").setLevel(logging.WARNING)
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: setattr(self, "_stopping", True))
+        self._check_ports()  # before the try: what ``stop`` cleans up may be the other gateway's
         try:
             app = self.prepare()
             self._start_redis()

@@ -40,7 +40,6 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from dataplane_addon.bridge.address import (
-    BRIDGED_TRANSPORTS,
     TOKEN_HEADER,
     BridgeAddress,
     connection_path,
@@ -52,6 +51,7 @@ from shared.dataplane_report import Refusal
 from shared.envelope import EnvelopeError, Keyring, SealedRecord, parse_record
 from shared.policy import Policy, PolicyError
 from shared.snapshot import Snapshot
+from shared.vocabulary import BRIDGED_TRANSPORTS
 from shared.snapshot_mac import UNREADABLE, SnapshotRejected, open_snapshot
 
 log = logging.getLogger(__name__)

@@ -19,6 +19,10 @@ import httpx2
 
 from shared.upstream_addresses import AddressRefused, AddressRules, literal_address, resolve
 
+# How a refusal of ours begins, for callers that describe failures (``connection_probe.reason``).
+NAME_NOT_RESOLVED = "name not resolved"
+ADDRESS_REFUSED = "address not allowed"
+
 
 class CheckedNetworkBackend(httpcore2.AsyncNetworkBackend):
     def __init__(self, rules: AddressRules, private_ok: bool) -> None:
@@ -32,11 +36,11 @@ class CheckedNetworkBackend(httpcore2.AsyncNetworkBackend):
         try:
             addresses = [literal] if literal is not None else await anyio.to_thread.run_sync(resolve, host, port)
         except OSError:
-            raise httpcore2.ConnectError(f"cannot resolve {host}") from None
+            raise httpcore2.ConnectError(f"{NAME_NOT_RESOLVED}: {host}") from None
         try:
             self.rules.check(addresses, port, private_ok=self.private_ok)
         except AddressRefused as refused:
-            raise httpcore2.ConnectError(f"address not allowed: {refused}") from None
+            raise httpcore2.ConnectError(f"{ADDRESS_REFUSED}: {refused}") from None
         return await self._inner.connect_tcp(str(addresses[0]), port, timeout, local_address, socket_options)
 
     async def connect_unix_socket(self, path: str, timeout: float | None = None,

@@ -7,7 +7,7 @@ role there, narrowed by the key's scope. An org the user is not in looks like no
 and so does every org but its own to a key with a scope. Every actor carries the key it acts
 through (``KeyBinding``), so the services keep what it creates within that key.
 
-Connection URLs are shown with their query values masked (``shared.credentials.mask_url``).
+Results are shaped by ``control_plane.presenters``, as the ``mesh`` command shows them.
 """
 
 from __future__ import annotations
@@ -17,16 +17,19 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
+from flask import current_app
 from pydantic import BaseModel, ConfigDict, Field
 
+from control_plane import presenters
+from control_plane.bridge_client import org_health
 from control_plane.models import Organization, User, db, utcnow
 from control_plane.services import api_keys, connections, dataplane_status, orgs, roles
 from control_plane.services.actors import Actor, KeyBinding, member_actor
-from control_plane.services.errors import NotFound
-from control_plane.services.secrets import credential_fields, masks_of
+from control_plane.services.errors import InvalidInput, NotFound
+from control_plane.services.secrets import credential_fields, set_secrets
 from control_plane.status_view import status_out
-from shared.credentials import mask_url
 from shared.policy import DENY_ALL, Policy, readable_scope
+from shared.vocabulary import Status, Transport
 
 Id = Annotated[str, Field(min_length=1, max_length=64)]
 Name = Annotated[str, Field(min_length=1, max_length=200)]
@@ -85,10 +88,6 @@ def _find_org(ref: str) -> Organization:
         raise NotFound("no such organization") from None
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
-
-
 # -- results --------------------------------------------------------------------------------
 
 class OrgOut(Result):
@@ -103,9 +102,13 @@ class OrgList(Result):
 
 
 class MemberOut(Result):
+    id: str
+    org_id: str
     user_id: str
     email: str
-    role: str
+    role: str = Field(description="The role's name.")
+    role_id: str = Field(description="A built-in role's name or a custom role's id.")
+    created_at: str
 
 
 class MemberList(Result):
@@ -122,11 +125,15 @@ class ConnectionOut(Result):
     id: str
     org_id: str
     name: str
-    url: str = Field(description="The upstream's URL, query values masked ('?key=…').")
+    url: str = Field(description="The upstream's URL, query values masked ('?key=…'); empty for stdio.")
     transport: str
-    status: str
-    credentials: dict[str, str] = Field(description="Credential fields (bearer, basic, header:<Name>) with masked "
-                                                    "values: secrets are write-only.")
+    command: str | None = Field(description="stdio: the command the bridge runs.")
+    args: list[str]
+    status: str = Field(description="As stored: active or inactive.")
+    health: dict[str, Any] | None = Field(description="stdio and sse: what the bridge reports of the upstream now "
+                                                      "(state, restarts, last_error); null when unknown.")
+    credentials: dict[str, str] = Field(description="Credential fields (bearer, basic, header:<Name>, env:<NAME>) "
+                                                    "with masked values: secrets are write-only.")
     tools: list[dict[str, Any]] | None = Field(description="The upstream's tools, as CONNECTION_TEST last found them.")
     tested_at: str | None
     test_status: str | None
@@ -161,7 +168,9 @@ class KeyOut(Result):
     id: str
     name: str
     prefix: str
+    org_id: str
     user_id: str
+    status: Literal["active", "revoked", "expired"]
     scope: list[dict[str, Any]] | None = Field(description="Permission documents narrowing the key (all must "
                                                            "allow); null: the user's role alone.")
     created_at: str
@@ -183,25 +192,16 @@ class Done(Result):
     message: str
 
 
-def org_out(org) -> dict:
-    return {"id": org.id, "name": org.name, "slug": org.slug, "created_at": _iso(org.created_at)}
+def _bridge_health(org_id: str) -> dict[str, dict]:
+    return org_health(current_app.config["MESH_SETTINGS"], org_id)
 
 
 def connection_out(c) -> dict:
-    return {"id": c.id, "org_id": c.org_id, "name": c.name, "url": mask_url(c.url), "transport": c.transport,
-            "status": c.status, "credentials": masks_of(c), "tools": c.tool_catalog,
-            "tested_at": _iso(c.tested_at), "test_status": c.test_status,
-            "created_at": _iso(c.created_at), "updated_at": _iso(c.updated_at)}
+    return presenters.connection(c, _bridge_health(c.org_id).get(c.id))
 
 
-def key_out(k) -> dict:
-    return {"id": k.id, "name": k.name, "prefix": k.prefix, "user_id": k.user_id, "scope": _scope_out(k.scope),
-            "created_at": _iso(k.created_at), "expires_at": _iso(k.expires_at), "revoked_at": _iso(k.revoked_at),
-            "last_used_at": _iso(k.last_used_at)}
-
-
-def _scope_out(scope) -> list[dict[str, Any]] | None:
-    return readable_scope(scope) or None  # one that cannot be read is shown as what it is: allowing nothing
+def member_out(org: Organization, member, user) -> dict:
+    return presenters.member(member, user, roles.role_names(org))
 
 
 # -- arguments and handlers -------------------------------------------------------------------
@@ -213,7 +213,7 @@ class OrgCreate(Args):
 
 def organization_create(caller: Caller, a: OrgCreate) -> dict:
     # any user may found an org; the service checks they found it for themselves
-    return org_out(orgs.create_org(a.name, caller.user, a.slug, actor=_as_user(caller)))
+    return presenters.org(orgs.create_org(a.name, caller.user, a.slug, actor=_as_user(caller)))
 
 
 def _as_user(caller: Caller) -> Actor:
@@ -227,12 +227,12 @@ class NoArgs(Args):
 
 
 def organization_list(caller: Caller, a: NoArgs) -> dict:
-    return {"items": [org_out(o) for o in orgs.orgs_of(_as_user(caller))]}
+    return {"items": [presenters.org(o) for o in orgs.orgs_of(_as_user(caller))]}
 
 
 def organization_get(caller: Caller, a: InOrg) -> dict:
     org, _ = caller.org(a.org_id)
-    return org_out(org)
+    return presenters.org(org)
 
 
 class OrgUpdate(InOrg):
@@ -242,7 +242,7 @@ class OrgUpdate(InOrg):
 
 def organization_update(caller: Caller, a: OrgUpdate) -> dict:
     org, actor = caller.org(a.org_id)
-    return org_out(orgs.update_org(org, name=a.name, slug=a.slug, actor=actor))
+    return presenters.org(orgs.update_org(org, name=a.name, slug=a.slug, actor=actor))
 
 
 class OrgDelete(InOrg):
@@ -252,8 +252,6 @@ class OrgDelete(InOrg):
 def organization_delete(caller: Caller, a: OrgDelete) -> dict:
     org, actor = caller.org(a.org_id)
     if a.confirm_slug != org.slug:
-        from control_plane.services.errors import InvalidInput
-
         raise InvalidInput(f"confirm_slug must be the org's slug, {org.slug!r}")
     orgs.delete_org(org, actor=actor)
     return {"ok": True, "message": f"deleted {org.slug}"}
@@ -285,7 +283,8 @@ def member_remove(caller: Caller, a: MemberRef) -> dict:
 
 def member_list(caller: Caller, a: InOrg) -> dict:
     org, actor = caller.org(a.org_id)
-    return {"items": [{"user_id": u.id, "email": u.email, "role": m.role} for m, u in orgs.list_members(org, actor=actor)]}
+    names = roles.role_names(org)
+    return {"items": [presenters.member(m, u, names) for m, u in orgs.list_members(org, actor=actor)]}
 
 
 class MemberRole(InOrg):
@@ -296,8 +295,7 @@ class MemberRole(InOrg):
 def member_update_role(caller: Caller, a: MemberRole) -> dict:
     org, actor = caller.org(a.org_id)
     user = orgs.find_user(a.email)
-    member = orgs.update_member_role(org, user, a.role, actor=actor)
-    return {"user_id": user.id, "email": user.email, "role": member.role}
+    return member_out(org, orgs.update_member_role(org, user, a.role, actor=actor), user)
 
 
 Secret = Annotated[str, Field(min_length=1, max_length=16 * 1024)]
@@ -323,8 +321,8 @@ def connection_create(caller: Caller, a: ConnectionCreate) -> dict:
 
 class ConnectionList(InOrg):
     search: Annotated[str, Field(max_length=200)] | None = Field(None, description="Matches name or URL.")
-    status: Literal["active", "inactive"] | None = None
-    transport: Annotated[str, Field(max_length=16)] | None = None
+    status: Status | None = None
+    transport: Transport | None = None
     sort: Literal["name", "created_at", "updated_at"] = "created_at"
     descending: bool = False
     limit: Annotated[int, Field(ge=1, le=200)] = 50
@@ -336,7 +334,8 @@ def connection_list(caller: Caller, a: ConnectionList) -> dict:
     rows, next_cursor = connections.page_connections(
         org, search=a.search, status=a.status, transport=a.transport, sort=a.sort, descending=a.descending,
         limit=a.limit, cursor=a.cursor, actor=actor)
-    return {"items": [connection_out(c) for c in rows], "next_cursor": next_cursor}
+    health = _bridge_health(org.id)
+    return {"items": [presenters.connection(c, health.get(c.id)) for c in rows], "next_cursor": next_cursor}
 
 
 class ConnectionRef(InOrg):
@@ -352,7 +351,7 @@ class ConnectionUpdate(ConnectionRef, Credentials):
     name: Name | None = None
     url: Url | None = Field(None, description="A URL on another origin (scheme, host, port) drops the connection's "
                                               "credentials unless this call sets them again.")
-    status: Literal["active", "inactive"] | None = None
+    status: Status | None = None
 
 
 def connection_update(caller: Caller, a: ConnectionUpdate) -> dict:
@@ -380,8 +379,7 @@ class TestOut(Result):
 def connection_test(caller: Caller, a: ConnectionRef) -> dict:
     org, actor = caller.org(a.org_id)
     _, result = connections.test_connection(org, a.connection_id, actor=actor)
-    return {"ok": result.ok, "latency_ms": result.latency_ms, "server": result.server,
-            "tools": [t["name"] for t in result.tools], "error": result.error}
+    return presenters.probe(result)
 
 
 class ConnectionConfigure(ConnectionRef, Credentials):
@@ -391,8 +389,10 @@ class ConnectionConfigure(ConnectionRef, Credentials):
 
 def connection_configure(caller: Caller, a: ConnectionConfigure) -> dict:
     org, actor = caller.org(a.org_id)
-    return connection_out(connections.configure_connection(org, a.connection_id, bearer=a.bearer, basic=a.basic,
-                                                           headers=a.headers, remove=tuple(a.remove), actor=actor))
+    connection = connections.get_connection(org, a.connection_id, actor=actor)
+    set_secrets(org, connection, credential_fields(bearer=a.bearer, basic=a.basic, headers=a.headers),
+                tuple(a.remove), actor=actor)
+    return connection_out(connection)
 
 
 Permissions = Annotated[dict[str, Any], Field(description="A permission document (see the README: tools, prompts, "
@@ -405,14 +405,9 @@ class RoleCreate(InOrg):
     description: Annotated[str, Field(max_length=500)] = ""
 
 
-def role_out(role) -> dict:
-    return {"id": role.id, "name": role.name, "builtin": False, "description": role.description,
-            "permissions": role.permissions}
-
-
 def role_create(caller: Caller, a: RoleCreate) -> dict:
     org, actor = caller.org(a.org_id)
-    return role_out(roles.create_role(org, a.name, a.permissions, a.description, actor=actor))
+    return presenters.role(roles.create_role(org, a.name, a.permissions, a.description, actor=actor))
 
 
 def role_list(caller: Caller, a: InOrg) -> dict:
@@ -429,7 +424,7 @@ class RoleUpdate(InOrg):
 
 def role_update(caller: Caller, a: RoleUpdate) -> dict:
     org, actor = caller.org(a.org_id)
-    return role_out(roles.update_role(org, a.role, name=a.name, permissions=a.permissions,
+    return presenters.role(roles.update_role(org, a.role, name=a.name, permissions=a.permissions,
                                       description=a.description, actor=actor))
 
 
@@ -453,12 +448,12 @@ def api_key_create(caller: Caller, a: KeyCreate) -> dict:
     org, actor = caller.org(a.org_id)
     expires = utcnow() + timedelta(days=a.expires_in_days) if a.expires_in_days else None
     key, row = api_keys.create_api_key(org, caller.user, a.name, scope=a.scope, expires_at=expires, actor=actor)
-    return {**key_out(row), "key": key}
+    return {**presenters.api_key(row), "key": key}
 
 
 def api_key_list(caller: Caller, a: InOrg) -> dict:
     org, actor = caller.org(a.org_id)
-    return {"items": [key_out(k) for k in api_keys.list_api_keys(org, actor=actor)]}
+    return {"items": [presenters.api_key(k) for k in api_keys.list_api_keys(org, actor=actor)]}
 
 
 class KeyRef(InOrg):
@@ -467,7 +462,7 @@ class KeyRef(InOrg):
 
 def api_key_revoke(caller: Caller, a: KeyRef) -> dict:
     org, actor = caller.org(a.org_id)
-    return key_out(api_keys.revoke_api_key(org, a.key_id, actor=actor))
+    return presenters.api_key(api_keys.revoke_api_key(org, a.key_id, actor=actor))
 
 
 class OrgVersionOut(Result):

@@ -16,9 +16,15 @@ import shlex
 
 from control_plane.models import Connection, Organization, new_id
 from control_plane.services.actors import Actor, require
-from control_plane.services.connections import check_upstream_address, save_new_connection, validate_upstream_url
+from control_plane.services.connections import (
+    check_upstream_address,
+    connection_name,
+    save_new_connection,
+    validate_upstream_url,
+)
 from control_plane.services.errors import Forbidden, InvalidInput
 from control_plane.services.secrets import check_fields_for
+from shared.vocabulary import Status, Transport
 
 MAX_COMMAND = 1024
 MAX_ARGS = 100
@@ -40,13 +46,6 @@ def parse_command_line(text: str) -> tuple[str, list[str]]:
 
 
 
-def _check_name(name: str) -> str:
-    name = name.strip()
-    if not name or len(name) > 200:
-        raise InvalidInput("a connection needs a name of 1 to 200 characters")
-    return name
-
-
 def _check_stdio(command: str, args: list[str]) -> None:
     if not command.strip() or len(command) > MAX_COMMAND or "\0" in command:
         raise InvalidInput(f"a stdio command must be 1 to {MAX_COMMAND} characters, without NUL")
@@ -63,13 +62,13 @@ def create_stdio_connection(org: Organization, name: str, command: str, args: li
         raise Forbidden("stdio connections run commands on the gateway's host: only the operator "
                         "(the `mesh` command) can add them")
     secrets = dict(secrets or {})
-    check_fields_for("stdio", secrets)
+    check_fields_for(Transport.STDIO, secrets)
     if len(secrets) > MAX_ENV:
         raise InvalidInput(f"a stdio connection takes at most {MAX_ENV} environment variables")
     args = list(args or [])
     _check_stdio(command, args)
-    connection = Connection(id=new_id("conn"), org_id=org.id, name=_check_name(name), url="", transport="stdio",
-                            status="active", command=command, args=args)
+    connection = Connection(id=new_id("conn"), org_id=org.id, name=connection_name(org, name), url="",
+                            transport=Transport.STDIO, status=Status.ACTIVE, command=command, args=args)
     return save_new_connection(org, connection, secrets, actor=actor)
 
 
@@ -79,9 +78,9 @@ def create_sse_connection(org: Organization, name: str, url: str, secrets: dict[
     endpoint, usually ``…/sse``); its credentials go with every request the bridge makes to it."""
     require(actor, org, "connections.write")
     secrets = dict(secrets or {})
-    check_fields_for("sse", secrets)
+    check_fields_for(Transport.SSE, secrets)
     url = validate_upstream_url(url)
     check_upstream_address(url, actor=actor)
-    connection = Connection(id=new_id("conn"), org_id=org.id, name=_check_name(name), url=url,
-                            transport="sse", status="active", allow_private=actor.is_operator)
+    connection = Connection(id=new_id("conn"), org_id=org.id, name=connection_name(org, name), url=url,
+                            transport=Transport.SSE, status=Status.ACTIVE, allow_private=actor.is_operator)
     return save_new_connection(org, connection, secrets, actor=actor)

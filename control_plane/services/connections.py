@@ -14,26 +14,40 @@ from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from flask import current_app
+from sqlalchemy.orm import selectinload
 
 from control_plane.models import Connection, ConnectionSecret, Organization, db, new_id, utcnow
 from control_plane.services import audit, commit_and_publish, org_changed
 from control_plane.services.actors import Actor, require
-from control_plane.services.errors import InvalidInput, NotFound
+from control_plane.services.errors import Conflict, InvalidInput, NotFound
 from control_plane.services.secrets import (
     canonical_field,
     check_fields_for,
-    clear_headers,
     credential_fields,
     origin_of,
-    set_secrets,
     stage_secrets,
     stored_fields,
 )
 from shared.credentials import mask_url, route_origin
-from shared.envelope import EnvelopeError
 from shared.upstream_addresses import AddressRefused, resolve
+from shared.vocabulary import Status, Transport
 
-TRANSPORTS = ("http",)
+# Listings show each connection's secret masks: loaded for a whole page in one more query.
+WITH_SECRETS = selectinload(Connection.sealed_secrets)
+
+
+def connection_name(org: Organization, name: str, *, renaming: Connection | None = None) -> str:
+    """``name`` stripped, if it is 1 to 200 characters and no other connection of ``org`` has it
+    (compared case-insensitively: connections are found by name too, and MariaDB compares so)."""
+    name = (name or "").strip()
+    if not name or len(name) > 200:
+        raise InvalidInput("a connection needs a name of 1 to 200 characters")
+    query = sa.select(Connection.id).where(Connection.org_id == org.id, sa.func.lower(Connection.name) == name.lower())
+    if renaming is not None:
+        query = query.where(Connection.id != renaming.id)
+    if db.session.scalar(query.limit(1)) is not None:
+        raise Conflict(f"{org.slug} already has a connection named {name!r}: choose another name")
+    return name
 
 
 def validate_upstream_url(url: str) -> str:
@@ -79,22 +93,18 @@ def check_upstream_address(url: str, *, actor: Actor) -> None:
 
 
 def create_connection(org: Organization, name: str, url: str, headers: dict[str, str] | None = None,
-                      transport: str = "http", secrets: dict[str, str] | None = None, *,
-                      actor: Actor) -> Connection:
-    """``headers`` and ``secrets`` (vault field -> value, see ``secrets.credential_fields``) are
+                      secrets: dict[str, str] | None = None, *, actor: Actor) -> Connection:
+    """A Streamable HTTP connection (the bridged transports: ``bridged_connections``).
+    ``headers`` and ``secrets`` (vault field -> value, see ``secrets.credential_fields``) are
     sealed into the vault in the same transaction as the connection."""
     require(actor, org, "connections.write")
-    check_fields_for(transport, secrets or {})
-    name = name.strip()
-    if not name or len(name) > 200:
-        raise InvalidInput("a connection needs a name of 1 to 200 characters")
-    if transport not in TRANSPORTS:
-        raise InvalidInput(f"unknown transport {transport!r}; expected one of {', '.join(TRANSPORTS)}")
+    check_fields_for(Transport.HTTP, secrets or {})
+    name = connection_name(org, name)
     url = validate_upstream_url(url)
     check_upstream_address(url, actor=actor)
     # The id is chosen here because the secrets' envelopes are bound to it.
     connection = Connection(id=new_id("conn"), org_id=org.id, name=name, url=url,
-                            transport=transport, status="active", allow_private=actor.is_operator)
+                            transport=Transport.HTTP, status=Status.ACTIVE, allow_private=actor.is_operator)
     return save_new_connection(org, connection, {**credential_fields(headers=headers), **(secrets or {})}, actor=actor)
 
 
@@ -119,6 +129,7 @@ def list_connections(org: Organization, *, actor: Actor) -> list[Connection]:
     require(actor, org, "connections.read")
     return list(db.session.scalars(
         sa.select(Connection).where(Connection.org_id == org.id).order_by(Connection.created_at, Connection.id)
+        .options(WITH_SECRETS)
     ))
 
 
@@ -150,13 +161,10 @@ def update_connection(org: Organization, connection_id: str, *, name: str | None
     dropped: list[str] = []
     check_fields_for(connection.transport, secrets)
     if name is not None:
-        name = name.strip()
-        if not name or len(name) > 200:
-            raise InvalidInput("a connection needs a name of 1 to 200 characters")
-        connection.name = name
+        connection.name = connection_name(org, name, renaming=connection)
     if url is not None:
-        if connection.transport == "stdio":
-            raise InvalidInput("a stdio connection has no URL: it runs a command")
+        if not Transport(connection.transport).has_url:
+            raise InvalidInput(f"a {connection.transport} connection has no URL: it runs a command")
         try:
             old_origin = route_origin(connection.transport, connection.url)
         except ValueError:
@@ -168,9 +176,9 @@ def update_connection(org: Organization, connection_id: str, *, name: str | None
             given = {canonical_field(f) for f in secrets}
             dropped = [f for f in stored_fields(connection) if canonical_field(f) not in given]
     if status is not None:
-        if status not in STATUSES:
-            raise InvalidInput(f"unknown status {status!r}; expected one of {', '.join(STATUSES)}")
-        connection.status = status
+        if status not in set(Status):
+            raise InvalidInput(f"unknown status {status!r}; expected one of {', '.join(Status)}")
+        connection.status = Status(status)
     if secrets or dropped:
         try:
             stage_secrets(connection, secrets, tuple(dropped))
@@ -198,7 +206,6 @@ def delete_connection(org: Organization, connection_id: str, *, actor: Actor) ->
     commit_and_publish(org.id)
 
 
-STATUSES = ("active", "inactive")
 SORTABLE = {"name": Connection.name, "created_at": Connection.created_at, "updated_at": Connection.updated_at}
 
 
@@ -218,7 +225,7 @@ def page_connections(org: Organization, *, search: str | None = None, status: st
         offset = int(cursor or 0)
     except ValueError:
         raise InvalidInput("that cursor did not come from this listing") from None
-    query = sa.select(Connection).where(Connection.org_id == org.id)
+    query = sa.select(Connection).where(Connection.org_id == org.id).options(WITH_SECRETS)
     if search:
         pattern = "%" + search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         query = query.where(sa.or_(sa.func.lower(Connection.name).like(pattern, escape="\\"),
@@ -243,20 +250,16 @@ def page_connections(org: Organization, *, search: str | None = None, status: st
 
 def test_connection(org: Organization, connection_id: str, *, actor: Actor):
     """Connect to the upstream with the connection's own credentials; keep its tool catalog
-    (the permission matrix and policies are written against it) and the outcome."""
-    from control_plane.connection_probe import ProbeResult, probe_blocking
+    (the permission matrix and policies are written against it) and the outcome. A stdio or
+    sse connection is tested through the running bridge, as the data plane reaches it."""
+    # Imported here for start-up time: the `mcp` SDK's client and types take about a second of
+    # CPU to import, and only this test needs them; every `mesh` command would pay it otherwise.
+    from control_plane.connection_probe import probe_connection
 
     require(actor, org, "connections.write")
     connection = _connection(org, connection_id)
-    # The secrets are opened with the master key, for the origin the connection points at now,
-    # for this one probe, and not kept.
-    try:
-        headers = dict(clear_headers(connection))
-    except EnvelopeError:
-        result = ProbeResult(False, 0.0, error="its secrets cannot be opened for its current URL: set them again")
-    else:
-        result = probe_blocking(connection.url, headers, current_app.extensions["mesh.address_rules"],
-                                connection.allow_private)
+    result = probe_connection(connection, current_app.config["MESH_SETTINGS"],
+                              current_app.extensions["mesh.address_rules"])
     before = audit.describe(connection)
     connection.tested_at = utcnow()
     connection.test_status = "ok" if result.ok else "failed"
@@ -266,12 +269,3 @@ def test_connection(org: Organization, connection_id: str, *, actor: Actor):
     db.session.commit()
     return connection, result
 
-
-def configure_connection(org: Organization, connection_id: str, *, bearer: str | None = None,
-                         basic: str | None = None, headers: dict[str, str] | None = None,
-                         remove: tuple[str, ...] = (), actor: Actor) -> Connection:
-    """Set (or ``remove``) the credentials the gateway adds when calling this upstream: sealed
-    into the vault, write-only from here on."""
-    connection = get_connection(org, connection_id, actor=actor)
-    set_secrets(org, connection, credential_fields(bearer=bearer, basic=basic, headers=headers), remove, actor=actor)
-    return connection

@@ -26,10 +26,17 @@ def _slugify(name: str) -> str:
     return slug[:60] or "org"
 
 
-def create_user(email: str, password: str) -> User:
+MIN_PASSWORD = 12
+
+
+def create_user(email: str, password: str | None) -> User:
+    """An account; every way of making one (``mesh users create``, accepting an invitation, the
+    first run) holds its password to the same rule."""
     email = email.strip().lower()
     if "@" not in email or len(email) > 255:
         raise InvalidInput(f"not an email address: {email!r}")
+    if not password or len(password) < MIN_PASSWORD:
+        raise InvalidInput(f"a new account needs a password of at least {MIN_PASSWORD} characters")
     if db.session.scalar(sa.select(User.id).where(User.email == email)):
         raise Conflict(f"a user with email {email} already exists")
     user = User(email=email, password_hash=_hasher.hash(password))
@@ -236,8 +243,6 @@ def accept_invitation(token: str, password: str | None = None) -> Member:
         raise NotFound("this invitation does not exist, was used, or has expired")
     user = db.session.scalar(sa.select(User).where(User.email == invitation.email))
     if user is None:
-        if not password or len(password) < 12:
-            raise InvalidInput("a new account needs a password of at least 12 characters")
         user = create_user(invitation.email, password)
     if db.session.scalar(sa.select(Member.id).where(Member.org_id == invitation.org_id, Member.user_id == user.id)):
         raise Conflict(f"{user.email} is already a member")
@@ -287,8 +292,11 @@ def org_owner(org: Organization) -> User:
     return user
 
 
-def list_orgs() -> list[Organization]:
-    return list(db.session.scalars(sa.select(Organization).order_by(Organization.created_at)))
+def list_users(*, actor: Actor) -> list[User]:
+    """Every account: the operator's view alone (over the network, people see their orgs' members)."""
+    if not actor.is_operator:
+        raise Forbidden("only the operator lists every user")
+    return list(db.session.scalars(sa.select(User).order_by(User.created_at, User.id)))
 
 
 @dataclass(frozen=True)

@@ -95,6 +95,12 @@ def list_roles(org: Organization, *, actor: Actor) -> list[dict[str, Any]]:
     return builtin + custom
 
 
+def role_names(org: Organization) -> dict[str, str]:
+    """What members' roles are called: a built-in role by its name, a custom one by its id."""
+    custom = db.session.execute(sa.select(Role.id, Role.name).where(Role.org_id == org.id)).tuples().all()
+    return {**{name: name for name in BUILTIN_ROLES}, **dict(custom)}
+
+
 def effective_permissions(org: Organization, user: User, *, scope: Any = None,
                           actor: Actor) -> dict[str, Any]:
     """What ``user`` (through a key narrowed by ``scope``, if given: a document or, as keys store

@@ -1,7 +1,8 @@
 """Connection secrets: written once, sealed under the master key, and read back only as masks.
 
-Every interface writes secrets through ``set_secrets`` and reads them through ``secret_masks``;
-nothing in the service layer returns a value. Validation errors name the field, never the value.
+Every interface writes secrets through ``set_secrets`` and shows them only as their masks
+(``ConnectionSecret.hint``, through ``control_plane.presenters``); nothing in the service layer
+returns a value. Validation errors name the field, never the value.
 
 Each secret is sealed for the connection's origin (``origin_of``: scheme, host and port, or
 ``stdio``): ``connections.update_connection`` drops the secrets of a connection whose URL moves
@@ -29,6 +30,7 @@ from shared.credentials import (
     route_origin,
     sets_authorization,
 )
+from shared.vocabulary import Transport
 
 MAX_SECRET_CHARS = 16 * 1024
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,200}")
@@ -75,9 +77,9 @@ def credential_fields(bearer: str | None = None, basic: str | None = None, heade
 def check_fields_for(transport: str, fields) -> None:
     """A stdio connection takes environment values only; the others take no environment values."""
     envs = [f for f in fields if f.startswith(ENV_PREFIX)]
-    if transport == "stdio" and len(envs) != len(fields):
+    if transport == Transport.STDIO and len(envs) != len(fields):
         raise InvalidInput("a stdio connection takes environment values (--env), not headers or bearer tokens")
-    if transport != "stdio" and envs:
+    if transport != Transport.STDIO and envs:
         raise InvalidInput("environment values (--env) are for stdio connections")
 
 
@@ -173,16 +175,6 @@ def set_secrets(org: Organization, connection: Connection, secrets: dict[str, st
     commit_and_publish(org.id)
 
 
-def secret_masks(org: Organization) -> dict[str, dict[str, str]]:
-    """connection id -> field -> mask, for every connection of ``org``."""
-    masks: dict[str, dict[str, str]] = {}
-    for connection_id, field, hint in db.session.execute(
-            sa.select(ConnectionSecret.connection_id, ConnectionSecret.field, ConnectionSecret.hint)
-            .where(ConnectionSecret.org_id == org.id).order_by(ConnectionSecret.field)):
-        masks.setdefault(connection_id, {})[field] = hint
-    return masks
-
-
 def canonical_field(field: str) -> str:
     """The field as the vault compares it: header names are case-insensitive."""
     try:
@@ -220,10 +212,3 @@ def clear_headers(connection: Connection) -> list[tuple[str, str]]:
         if header is not None:
             headers.append(header)
     return headers
-
-
-def masks_of(connection: Connection) -> dict[str, str]:
-    """field -> mask for one connection (``secret_masks`` does a whole org at once)."""
-    return dict(db.session.execute(sa.select(ConnectionSecret.field, ConnectionSecret.hint)
-                                   .where(ConnectionSecret.connection_id == connection.id)
-                                   .order_by(ConnectionSecret.field)).all())

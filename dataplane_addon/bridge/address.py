@@ -16,7 +16,6 @@ import hmac
 import os
 from dataclasses import dataclass
 
-BRIDGED_TRANSPORTS = frozenset({"stdio", "sse"})
 TOKEN_HEADER = "X-Mesh-Bridge-Token"
 # The key the data plane authenticated for a call (it sets this, the caller cannot: only the
 # headers ``inject.FORWARDED_HEADERS`` names pass): what a 2026-07-28 round trip is bound to.

@@ -22,7 +22,6 @@ import anyio.abc
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 
-from dataplane_addon.bridge.address import BRIDGED_TRANSPORTS
 from dataplane_addon.bridge.child_isolation import ChildIsolation
 from dataplane_addon.bridge.mirror_server import MirrorServer
 from dataplane_addon.bridge.relay import Relay
@@ -31,6 +30,7 @@ from dataplane_addon.bridge.upstream_session import UpstreamSpec
 from dataplane_addon.snapshot_store import Prepared, SnapshotStore
 from shared.upstream_addresses import AddressRules
 from shared.envelope import EnvelopeError
+from shared.vocabulary import BRIDGED_TRANSPORTS
 
 log = logging.getLogger("mesh.bridge")
 

@@ -107,7 +107,7 @@ def test_cli_adds_a_stdio_connection_and_lists_it_with_masked_env(mesh):
                             "--json").output)
     assert (added["transport"], added["command"], added["args"]) == (
         "stdio", "npx", ["-y", "@modelcontextprotocol/server-everything"])
-    assert "env:API_KEY" in added["secrets"] and SECRET not in json.dumps(added)
+    assert "env:API_KEY" in added["credentials"] and SECRET not in json.dumps(added)
     listed = mesh("connections", "list").output
     assert "stdio" in listed and "npx -y @modelcontextprotocol/server-everything" in listed
     assert SECRET not in listed and SECRET not in mesh("connections", "list", "--json").output

@@ -31,9 +31,9 @@ def write_report(redis_client, prefix: str, report: InstanceReport) -> None:
 @pytest.fixture
 def world(app, redis_client, bus_prefix):
     first = orgs.bootstrap_first_run()
-    acme = orgs.create_org("Acme", orgs.create_user("ana@acme.example", "a long enough password"))
+    acme = orgs.create_org("Acme", orgs.create_user("ana@acme.example", "a long enough password"), actor=OPERATOR)
     bob = orgs.create_user("bob@example.com", "a long enough password")
-    orgs.add_member(first.org, bob, "member")
+    orgs.add_member(first.org, bob, "member", actor=OPERATOR)
     versions = BusKeys(bus_prefix).versions
     held = {first.org.id: int(redis_client.hget(versions, first.org.id)),
             acme.id: int(redis_client.hget(versions, acme.id))}

@@ -304,9 +304,9 @@ def test_inviting_answers_alike_whether_or_not_the_address_has_an_account(first,
 def test_masks_show_at_most_the_last_4_characters(first):
     conn = connections.create_connection(first.org, "api", "https://api.example/mcp", {"X-Short": "fifteen-chars-x"},
                                          secrets={"bearer": OWNER_TOKEN}, actor=OPERATOR)
-    from control_plane.services.secrets import masks_of
+    from control_plane.presenters import connection as present
 
-    assert masks_of(conn) == {"bearer": "…a1b2", "header:X-Short": "…"}
+    assert present(conn)["credentials"] == {"bearer": "…a1b2", "header:X-Short": "…"}
 
 
 def test_credentials_in_a_url_query_are_masked_wherever_the_url_is_shown(first, admin):

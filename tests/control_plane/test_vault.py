@@ -113,7 +113,7 @@ def test_no_plaintext_of_a_secret_is_in_any_redis_key_or_database_row(app, first
     assert runner.invoke(main, [*base, "connections", "add", "--name", "basic", "--url", "http://127.0.0.1:9/mcp",
                                 "--basic-env", "BASIC"], env={**env, "BASIC": f"svc:{PASSWORD}"}).exit_code == 0
     listing = runner.invoke(main, [*base, "connections", "list", "--json"], env=env).output
-    shown = next(c for c in json.loads(listing) if c["id"] == conn_id)["secrets"]
+    shown = next(c for c in json.loads(listing) if c["id"] == conn_id)["credentials"]
     assert shown == {"bearer": "…a1b2", "header:X-Api-Key": "…06-x"}
     assert set(stored(conn_id)) == {"bearer", "header:X-Api-Key"}
 
@@ -136,9 +136,9 @@ def test_set_secret_replaces_removes_and_never_prints_values(app, first, setting
     result = runner.invoke(main, [*base, "connections", "set-secret", "api", "--header", f"X-Api-Key: {HEADER}",
                                   "--basic", f"svc:{PASSWORD}", "--json"], env=env)
     assert result.exit_code == 0, result.output
-    assert set(json.loads(result.output)["secrets"]) == {"header:X-Api-Key", "basic"}  # x-api-key was replaced
+    assert set(json.loads(result.output)["credentials"]) == {"header:X-Api-Key", "basic"}  # x-api-key was replaced
     assert HEADER not in result.output and PASSWORD not in result.output
-    assert json.loads(result.output)["secrets"]["basic"] == "…" + PASSWORD[-4:]  # user and password masked whole
+    assert json.loads(result.output)["credentials"]["basic"] == "…" + PASSWORD[-4:]  # user and password masked whole
     result = runner.invoke(main, [*base, "connections", "set-secret", conn.id, "--remove", "basic"], env=env)
     assert result.exit_code == 0 and set(stored(conn.id)) == {"header:X-Api-Key"}
     missing = runner.invoke(main, [*base, "connections", "set-secret", conn.id, "--remove", "bearer"], env=env)

@@ -237,7 +237,7 @@ def test_env_values_never_show_in_listings_or_logs(gateway, python_stdio):
     listed = next(c for c in gateway.mesh("connections", "list") if c["id"] == python_stdio)
     assert listed["transport"] == "stdio" and listed["command"] == sys.executable
     assert listed["args"] == [str(ROOT / "tests" / "upstreams" / "stdio_server.py")]
-    assert "env:MESH_TEST_SECRET" in listed["secrets"]
+    assert "env:MESH_TEST_SECRET" in listed["credentials"]
     assert SECRET not in json.dumps(listed)
     assert SECRET not in gateway.log()
 

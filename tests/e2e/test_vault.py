@@ -72,7 +72,7 @@ async def test_an_upstream_requiring_a_bearer_secret_answers_through_the_gateway
     for request in seen:  # the caller's own key and cookies never reach the upstream
         assert api_key not in json.dumps(request) and "cookie" not in request["headers"]
     listed = next(c for c in gateway.mesh("connections", "list") if c["id"] == conn)
-    assert listed["secrets"] == {"bearer": "…" + TOKEN[-4:]}
+    assert listed["credentials"] == {"bearer": "…" + TOKEN[-4:]}
 
 
 def test_a_damaged_secret_gets_503_and_the_other_connections_keep_working(gateway, guarded, api_key):
