@@ -97,7 +97,7 @@ def list_roles(org: Organization, *, actor: Actor) -> list[dict[str, Any]]:
 
 def role_names(org: Organization) -> dict[str, str]:
     """What members' roles are called: a built-in role by its name, a custom one by its id."""
-    custom = db.session.execute(sa.select(Role.id, Role.name).where(Role.org_id == org.id)).tuples().all()
+    custom = db.session.execute(sa.select(Role.id, Role.name).where(Role.org_id == org.id)).all()
     return {**{name: name for name in BUILTIN_ROLES}, **dict(custom)}
 
 
