@@ -9,9 +9,12 @@ from __future__ import annotations
 import json
 import urllib.request
 
+from control_plane import presenters
+from control_plane.models import Connection
 from control_plane.runner import BRIDGE_TOKEN_FILE
 from control_plane.settings import Settings
 from dataplane_addon.bridge.address import TOKEN_HEADER, connection_path
+from shared.vocabulary import Transport
 
 TIMEOUT = 1.0
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never through a proxy
@@ -30,8 +33,12 @@ def headers(settings: Settings) -> dict[str, str] | None:
     return {TOKEN_HEADER: found} if found else None
 
 
+def _url(settings: Settings, path: str) -> str:
+    return f"http://{settings.bridge_address}{path}"
+
+
 def connection_url(settings: Settings, connection_id: str) -> str:
-    return f"http://127.0.0.1:{settings.bridge_port}{connection_path(connection_id)}"
+    return _url(settings, connection_path(connection_id))
 
 
 def health(settings: Settings) -> dict[str, dict] | None:
@@ -39,7 +46,7 @@ def health(settings: Settings) -> dict[str, dict] | None:
     sent = headers(settings)
     if sent is None:
         return None
-    request = urllib.request.Request(f"http://127.0.0.1:{settings.bridge_port}/health", headers=sent)
+    request = urllib.request.Request(_url(settings, "/health"), headers=sent)
     try:
         with _DIRECT.open(request, timeout=TIMEOUT) as response:
             connections = json.load(response).get("connections")
@@ -48,6 +55,10 @@ def health(settings: Settings) -> dict[str, dict] | None:
     return {cid: entry for cid, entry in (connections or {}).items() if isinstance(entry, dict)}
 
 
-def org_health(settings: Settings, org_id: str) -> dict[str, dict]:
-    """``health`` for the connections of ``org_id`` alone; {} when nothing is known."""
-    return {cid: entry for cid, entry in (health(settings) or {}).items() if entry.get("org_id") == org_id}
+def shown(settings: Settings, connections: list[Connection]) -> list[dict]:
+    """``connections`` as ``presenters.connection`` shows them, each bridged one with what the
+    running bridge reports of it; the bridge is asked once, and only if one of them is bridged."""
+    bridged = any(Transport(c.transport).bridged for c in connections)
+    reported = (health(settings) or {}) if bridged else {}
+    return [presenters.connection(c, entry if (entry := reported.get(c.id)) and entry.get("org_id") == c.org_id
+                                  else None) for c in connections]

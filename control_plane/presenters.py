@@ -33,7 +33,7 @@ def user(u: User) -> dict[str, Any]:
 
 def connection(c: Connection, health: dict[str, Any] | None = None) -> dict[str, Any]:
     """``health``: what the bridge reports of a stdio or sse connection's upstream right now
-    (``bridge_client.org_health``), when it is running."""
+    (``bridge_client.shown``), when it is running."""
     return {"id": c.id, "org_id": c.org_id, "name": c.name, "url": mask_url(c.url), "transport": c.transport,
             "command": c.command, "args": list(c.args or []), "status": c.status,
             "health": {k: health.get(k) for k in ("state", "restarts", "last_error")} if health else None,

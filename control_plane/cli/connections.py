@@ -6,8 +6,7 @@ import sys
 
 import click
 
-from control_plane import presenters
-from control_plane.bridge_client import org_health
+from control_plane import bridge_client, presenters
 from control_plane.cli.common import emit, json_option, org_option, services
 from control_plane.cli.connection_secrets import collect_secrets, secret_options
 from control_plane.services import bridged_connections as bridged
@@ -17,7 +16,6 @@ from control_plane.services.orgs import find_org
 from control_plane.services.secrets import find_connection, set_secrets
 from control_plane.settings import Settings
 from shared.vocabulary import Status
-
 
 # A connection by id or name, in the org --org names.
 connection_argument = click.argument("connection_ref", metavar="CONNECTION")
@@ -85,11 +83,6 @@ def _line(row: dict) -> str:
             f"{presenters.connection_target(row)}  {_masks(row)}").rstrip()
 
 
-def _shown(settings: Settings, org, rows) -> list[dict]:
-    health = org_health(settings, org.id)
-    return [presenters.connection(c, health.get(c.id)) for c in rows]
-
-
 @connections.command("list")
 @org_option
 @json_option
@@ -99,7 +92,7 @@ def connections_list(settings: Settings, org_ref, as_json) -> None:
     it (`ready`, `waiting, restarts 4`), else the stored status."""
     with services(settings):
         org = find_org(org_ref)
-        rows = _shown(settings, org, connection_service.list_connections(org, actor=OPERATOR))
+        rows = bridge_client.shown(settings, connection_service.list_connections(org, actor=OPERATOR))
         emit(as_json, rows, "\n".join(_line(r) for r in rows))
 
 
@@ -112,7 +105,7 @@ def connections_get(settings: Settings, connection_ref, org_ref, as_json) -> Non
     """One connection (by id or name)."""
     with services(settings):
         org = find_org(org_ref)
-        row = _shown(settings, org, [find_connection(org, connection_ref)])[0]
+        row = bridge_client.shown(settings, [find_connection(org, connection_ref)])[0]
         emit(as_json, row, _line(row))
 
 
@@ -134,7 +127,7 @@ def connections_update(settings: Settings, connection_ref, name, url, status, or
         conn = find_connection(org, connection_ref)
         conn, dropped = connection_service.update_connection(org, conn.id, name=name, url=url, status=status,
                                                              secrets=collect_secrets(**secret_opts), actor=OPERATOR)
-        row = _shown(settings, org, [conn])[0]
+        row = bridge_client.shown(settings, [conn])[0]
         note = f"\ndropped secrets {', '.join(dropped)}: they were for the old origin" if dropped else ""
         emit(as_json, {**row, "credentials_dropped": dropped}, _line(row) + note)
 

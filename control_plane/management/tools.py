@@ -20,8 +20,7 @@ from typing import Annotated, Any, Literal
 from flask import current_app
 from pydantic import BaseModel, ConfigDict, Field
 
-from control_plane import presenters
-from control_plane.bridge_client import org_health
+from control_plane import bridge_client, presenters
 from control_plane.models import Organization, User, db, utcnow
 from control_plane.services import api_keys, connections, dataplane_status, orgs, roles
 from control_plane.services.actors import Actor, KeyBinding, member_actor
@@ -192,12 +191,12 @@ class Done(Result):
     message: str
 
 
-def _bridge_health(org_id: str) -> dict[str, dict]:
-    return org_health(current_app.config["MESH_SETTINGS"], org_id)
+def connections_out(rows) -> list[dict]:
+    return bridge_client.shown(current_app.config["MESH_SETTINGS"], list(rows))
 
 
 def connection_out(c) -> dict:
-    return presenters.connection(c, _bridge_health(c.org_id).get(c.id))
+    return connections_out([c])[0]
 
 
 def member_out(org: Organization, member, user) -> dict:
@@ -334,8 +333,7 @@ def connection_list(caller: Caller, a: ConnectionList) -> dict:
     rows, next_cursor = connections.page_connections(
         org, search=a.search, status=a.status, transport=a.transport, sort=a.sort, descending=a.descending,
         limit=a.limit, cursor=a.cursor, actor=actor)
-    health = _bridge_health(org.id)
-    return {"items": [presenters.connection(c, health.get(c.id)) for c in rows], "next_cursor": next_cursor}
+    return {"items": connections_out(rows), "next_cursor": next_cursor}
 
 
 class ConnectionRef(InOrg):
