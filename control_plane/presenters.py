@@ -19,8 +19,8 @@ from shared.policy import readable_scope
 from shared.vocabulary import Status, Transport
 
 
-def iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
+def iso(value: datetime | None, timespec: str = "auto") -> str | None:
+    return value.isoformat(timespec=timespec) if value else None
 
 
 def org(o: Organization) -> dict[str, Any]:

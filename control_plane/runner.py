@@ -218,9 +218,7 @@ class GatewayRunner:
         """The secret binding MCP sessions to callers; kept, so sessions survive a restart."""
         path = self.settings.session_key_file
         if not path.exists():
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                handle.write(secrets.token_hex(32))
+            _write_private(path, secrets.token_hex(32))
 
     def stop(self) -> None:
         self._stopping = True

@@ -6,11 +6,12 @@ from __future__ import annotations
 from dataclasses import asdict
 from datetime import datetime, timezone
 
+from control_plane.presenters import iso
 from control_plane.services.dataplane_status import InstanceStatus
 
 
 def _iso(value: datetime) -> str:
-    return value.isoformat(timespec="seconds")
+    return iso(value, timespec="seconds")
 
 
 def instance_out(instance: InstanceStatus, now: datetime | None = None) -> dict:

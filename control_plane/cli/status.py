@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from control_plane.cli.common import emit, services
+from control_plane.cli.common import emit, json_option, services
 from control_plane.services.actors import OPERATOR
 from control_plane.services.dataplane_status import gateway_status
 from control_plane.services.orgs import find_org
@@ -14,7 +14,7 @@ from control_plane.status_view import status_out, status_text
 
 @click.command()
 @click.option("--org", "org_ref", help="Only this org's versions and refusals (id or slug); default: every org.")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @click.pass_obj
 def status(settings: Settings, org_ref, as_json) -> None:
     """Every live data plane and bridge: when it last reported, per org the snapshot version it

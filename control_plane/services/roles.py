@@ -7,6 +7,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from control_plane import presenters
 from control_plane.models import Member, Organization, Role, User, db
 from control_plane.services import audit, commit_and_publish, org_changed
 from control_plane.services.actors import Actor, custom_role_documents, require, require_grantable
@@ -90,7 +91,7 @@ def list_roles(org: Organization, *, actor: Actor) -> list[dict[str, Any]]:
     require(actor, org, "members.read")
     builtin = [{"id": name, "name": name, "builtin": True, "description": "", "permissions": normalize(doc)}
                for name, doc in BUILTIN_ROLES.items()]
-    custom = [{"id": r.id, "name": r.name, "builtin": False, "description": r.description, "permissions": r.permissions}
+    custom = [presenters.role(r)
               for r in db.session.scalars(sa.select(Role).where(Role.org_id == org.id).order_by(Role.name))]
     return builtin + custom
 
