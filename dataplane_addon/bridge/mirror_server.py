@@ -156,10 +156,7 @@ class MirrorServer(Server):
                 raise MCPError(code=INVALID_PARAMS, message="This request's earlier round is no longer held by "
                                "the gateway; send the request again without requestState")
             trips.answer((ctx.params or {}).get("inputResponses"))
-        result = await trips.round(ctx)
-        if trips.outcome is not None:
-            self._round_trips.pop(trips.state, None)
-        return result
+        return await trips.round(ctx)
 
     async def _hold(self, method: str, params: dict[str, Any] | None, trips: RoundTrips) -> None:
         try:
@@ -169,8 +166,11 @@ class MirrorServer(Server):
                 except Exception as error:  # noqa: BLE001 - handed to the caller's next round
                     trips.finish(None, error)
         finally:
+            if trips.outcome is None:  # cancelled at the deadline: a round waiting now gets an answer
+                trips.finish(None, MCPError(code=UPSTREAM_UNAVAILABLE, message="The request waited too long for "
+                                            "the client's answers and was cancelled; send it again"))
             trips.abandon()  # the upstream request is over or cancelled: nothing may wait on the caller
-            self._round_trips.pop(trips.state, None)
+            self._round_trips.pop(trips.state, None)  # the one place a held request is let go
 
     async def _set_level(self, ctx, params: types.SetLevelRequestParams) -> types.EmptyResult:
         # The upstream sends every level (the bridge asks it to); each client gets those it chose.

@@ -39,7 +39,7 @@ import logging
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, get_args
 
 import anyio
 import mcp_types as types
@@ -57,8 +57,7 @@ log = logging.getLogger("mesh.bridge")
 # A 2026-07-28 caller has this long to come back with its answers before the upstream request
 # waiting for them is cancelled (the SDK's sealed requestState expires at the same time).
 ROUND_TRIP_TTL = 600.0
-LOG_LEVELS: tuple[types.LoggingLevel, ...] = (
-    "debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
+LOG_LEVELS: tuple[types.LoggingLevel, ...] = get_args(types.LoggingLevel)  # least to most severe
 _CHANGE_EVENTS = {types.ToolListChangedNotification: ToolsListChanged,
                   types.PromptListChangedNotification: PromptsListChanged,
                   types.ResourceListChangedNotification: ResourcesListChanged}
