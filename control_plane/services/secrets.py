@@ -113,13 +113,16 @@ def validate_secret(field: str, value: str) -> None:
 
 
 def find_connection(org: Organization, ref: str) -> Connection:
-    """A connection of ``org`` by id or name."""
+    """A connection of ``org`` by id, else by name, compared case-insensitively as names are kept
+    unique (``connections.connection_name``)."""
     found = db.session.scalars(sa.select(Connection).where(
-        Connection.org_id == org.id, sa.or_(Connection.id == ref, Connection.name == ref)).limit(2)).all()
+        Connection.org_id == org.id,
+        sa.or_(Connection.id == ref, sa.func.lower(Connection.name) == ref.strip().lower())).limit(2)).all()
+    by_id = [c for c in found if c.id == ref]
+    if by_id:
+        return by_id[0]
     if not found:
         raise NotFound(f"no connection {ref!r} in {org.slug}")
-    if len(found) > 1:
-        raise InvalidInput(f"several connections are named {ref!r}: give the id")
     return found[0]
 
 

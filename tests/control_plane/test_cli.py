@@ -118,6 +118,14 @@ def test_connections_get_update_delete_by_name(mesh):
     assert result.exit_code != 0 and "no connection 'manuals'" in result.output
 
 
+def test_a_connection_is_found_by_its_name_in_any_letter_case_as_names_are_unique_so(mesh):
+    connection_id = mesh("connections", "add", "--name", "MyAPI", "--url", "http://127.0.0.1:8000/mcp").output.strip()
+    assert json.loads(mesh("connections", "get", "myapi", "--json").output)["id"] == connection_id
+    assert json.loads(mesh("connections", "get", connection_id, "--json").output)["name"] == "MyAPI"
+    result = mesh("connections", "add", "--name", "myapi", "--url", "http://127.0.0.1:8001/mcp", ok=False)
+    assert result.exit_code != 0 and "already has a connection named 'myapi'" in result.output
+
+
 def test_connections_test_reports_a_failure_with_exit_status_1(mesh):
     mesh("connections", "add", "--name", "down", "--url", f"http://127.0.0.1:{free_port()}/mcp")
     result = mesh("connections", "test", "down", ok=False)
