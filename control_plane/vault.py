@@ -25,10 +25,10 @@ from control_plane.vault_keys import MasterKeys, dataplane_keyring
 from shared.credentials import delivery_context, route_origin, vault_context
 from shared.envelope import EnvelopeError, Keyring, SealedRecord, open_sealed, seal
 from shared.snapshot import ConnectionRoute
+from shared.vocabulary import BROKEN
 
 log = logging.getLogger(__name__)
 
-BROKEN = "broken"
 
 
 class Vault:

@@ -34,6 +34,7 @@ from shared.credentials import header_for, open_delivered, upstream_origin
 from shared.envelope import EnvelopeError, Keyring, KeyFormatError
 from shared.keys import load_dataplane_keyring
 from shared.jsonrpc import CREDENTIALS_UNAVAILABLE
+from shared.vocabulary import Status
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ class CredentialsUnavailable(Exception):
 
 def credential_headers(upstream: Upstream, keyring: Keyring | None) -> list[tuple[str, str]]:
     """The headers the connection's credentials become, opened now."""
-    if upstream.status != "active":
+    if upstream.status != Status.ACTIVE:
         raise CredentialsUnavailable("the control plane could not open its secrets")
     if not upstream.credentials:
         return []

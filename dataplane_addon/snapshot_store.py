@@ -51,7 +51,7 @@ from shared.dataplane_report import Refusal
 from shared.envelope import EnvelopeError, Keyring, SealedRecord, parse_record
 from shared.policy import Policy, PolicyError
 from shared.snapshot import Snapshot
-from shared.vocabulary import BRIDGED_TRANSPORTS
+from shared.vocabulary import BRIDGED_TRANSPORTS, BROKEN, Status
 from shared.snapshot_mac import UNREADABLE, SnapshotRejected, open_snapshot
 
 log = logging.getLogger(__name__)
@@ -78,14 +78,14 @@ class Upstream:
     query: str
     # (field, record sealed under the data-plane key): parsed once here, opened only to inject.
     credentials: tuple[tuple[str, SealedRecord], ...] = ()
-    status: str = "active"  # "broken": its credentials cannot be used; calls get 503
+    status: str = Status.ACTIVE  # BROKEN: its credentials cannot be used; calls get 503
     private_ok: bool = False  # registered by the operator: may be on a loopback or private address
     internal: bool = False  # the gateway's own bridge (stdio and sse connections), not a URL anyone chose
     # Headers the gateway itself adds (the bridge's token), not the connection's credentials.
     gateway_headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
 
-SERVED_STATUSES = ("active", "broken")
+SERVED_STATUSES = (Status.ACTIVE, BROKEN)
 
 
 def upstream_from(connection_id: str, org_id: str, route, bridge: BridgeAddress | None = None) -> Upstream:
@@ -101,7 +101,7 @@ def upstream_from(connection_id: str, org_id: str, route, bridge: BridgeAddress 
     except (EnvelopeError, AttributeError) as error:
         reason = error if isinstance(error, EnvelopeError) else "its credentials are not a mapping"
         log.error("connection %s is broken: %s", connection_id, reason)
-        credentials, status = (), "broken"
+        credentials, status = (), BROKEN
     return Upstream(
         connection_id=connection_id,
         org_id=org_id,

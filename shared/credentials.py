@@ -27,6 +27,7 @@ import base64
 from urllib.parse import urlsplit, urlunsplit
 
 from shared.envelope import SealContext
+from shared.vocabulary import Transport
 
 BEARER = "bearer"
 BASIC = "basic"
@@ -87,7 +88,7 @@ def url_origin(url: str) -> str:
 def route_origin(transport: str, url: str) -> str:
     """The origin of a connection (``transport`` and ``url`` as a connection or snapshot route
     holds them): ``stdio`` for a command, else its URL's."""
-    return STDIO_ORIGIN if transport == "stdio" else url_origin(url)
+    return STDIO_ORIGIN if transport == Transport.STDIO else url_origin(url)
 
 
 def vault_context(org_id: str, connection_id: str, field: str, *, origin: str) -> SealContext:

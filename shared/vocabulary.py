@@ -31,3 +31,8 @@ class Status(StrEnum):
 
     ACTIVE = "active"
     INACTIVE = "inactive"
+
+
+# A route's status in a snapshot, never an admin's: an active connection whose credentials the
+# control plane cannot open for the data plane (its calls get 503).
+BROKEN = "broken"

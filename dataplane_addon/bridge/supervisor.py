@@ -28,6 +28,7 @@ from mcp.shared.exceptions import MCPError
 from dataplane_addon.bridge.child_isolation import ChildIsolation
 from dataplane_addon.bridge.upstream_session import OpenUpstream, UpstreamSpec, UpstreamStartFailed, open_upstream
 from shared.upstream_addresses import AddressRules
+from shared.vocabulary import Transport
 
 log = logging.getLogger("mesh.bridge")
 
@@ -183,7 +184,7 @@ class UpstreamSupervisor:
         while True:
             with anyio.move_on_after(LIVENESS_INTERVAL):
                 await upstream.ended.wait()
-                return "the process exited" if self.spec.transport == "stdio" else "the SSE stream closed"
+                return "the process exited" if self.spec.transport == Transport.STDIO else "the SSE stream closed"
             if upstream.pid is not None and not process_alive(upstream.pid):
                 return "the process exited"
             if time.monotonic() >= next_ping:

@@ -34,6 +34,7 @@ from dataplane_addon.bridge.child_isolation import ChildIsolation
 from shared.credentials import field_kind, header_for, mask_url, open_delivered, route_origin
 from shared.guarded_http import guarded_client
 from shared.upstream_addresses import AddressRules
+from shared.vocabulary import Transport
 
 # How long a fresh upstream may take to answer ``initialize`` (``npx`` may download a package).
 START_TIMEOUT = 60.0
@@ -60,7 +61,7 @@ class UpstreamStartFailed(Exception):
 class UpstreamSpec:
     """Everything needed to open one bridged upstream; equal specs mean the same upstream."""
 
-    transport: str  # "stdio" | "sse"
+    transport: Transport  # STDIO or SSE
     name: str
     command: str = ""
     args: tuple[str, ...] = ()
@@ -81,17 +82,17 @@ class UpstreamSpec:
             origin = route_origin(route.transport, route.url)
             opened = {f: open_delivered(org_id, connection_id, f, r, keyring, origin=origin)
                       for f, r in route.credentials.items()}
-        if route.transport == "stdio":
+        if route.transport == Transport.STDIO:
             env = {field_kind(f)[1]: v for f, v in opened.items() if field_kind(f)[0] == "env"}
-            return cls("stdio", route.name, command=route.command, args=tuple(route.args),
+            return cls(Transport.STDIO, route.name, command=route.command, args=tuple(route.args),
                        env=tuple(sorted(env.items())))
         headers = [h for f, v in opened.items() if (h := header_for(f, v)) is not None]
-        return cls("sse", route.name, url=route.url, headers=tuple(sorted(headers)), private_ok=route.allow_private)
+        return cls(Transport.SSE, route.name, url=route.url, headers=tuple(sorted(headers)), private_ok=route.allow_private)
 
     def describe(self) -> str:
         """For logs and ``/health``: the command line or URL (its query values masked), never env
         or header values."""
-        if self.transport == "stdio":
+        if self.transport == Transport.STDIO:
             return shlex.join([self.command, *self.args])
         return mask_url(self.url)
 
@@ -168,11 +169,11 @@ async def open_upstream(spec: UpstreamSpec, pid_file: Path, isolation: ChildIsol
     then its working directory removed. An sse server is reached only where ``rules`` allow
     (checked at every connect, as the data plane checks its upstreams)."""
     with ExitStack() as workdir:
-        if spec.transport == "stdio":
+        if spec.transport == Transport.STDIO:
             pid_file.unlink(missing_ok=True)
             cwd = workdir.enter_context(isolation.working_directory())
             transport = stdio_client(_stdio_parameters(spec, pid_file, isolation, cwd))
-        elif spec.transport == "sse":
+        elif spec.transport == Transport.SSE:
             transport = sse_client(spec.url, headers=dict(spec.headers), timeout=HTTP_TIMEOUT,
                                    sse_read_timeout=SSE_READ_TIMEOUT,
                                    httpx_client_factory=functools.partial(guarded_client, rules, spec.private_ok))
@@ -198,12 +199,12 @@ async def _initialized(spec: UpstreamSpec, transport, pid_file: Path,
             except MCPError as error:
                 if error.code != CONNECTION_CLOSED:
                     raise
-                what = "the process exited" if spec.transport == "stdio" else "the SSE stream closed"
+                what = "the process exited" if spec.transport == Transport.STDIO else "the SSE stream closed"
                 # The child's own complaint (command not found, a crash) is on the bridge's stderr.
                 raise UpstreamStartFailed(f"{what} before answering initialize") from None
             if initialized.capabilities.logging:
                 with anyio.fail_after(START_TIMEOUT):
                     await session.send_request(types.SetLevelRequest(
                         params=types.SetLevelRequestParams(level="debug")), types.EmptyResult)
-            pid = _read_pid(pid_file) if spec.transport == "stdio" else None
+            pid = _read_pid(pid_file) if spec.transport == Transport.STDIO else None
             yield OpenUpstream(session, initialized, watched.ended, pid)
